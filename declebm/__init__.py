@@ -1,0 +1,22 @@
+"""declebm: declare an energy-based model, choose how to learn it.
+
+    model = EBM(MLPEnergy(in_size=2, key=key))
+    result = fit(model, data, strategy=PersistentCD(sampler=MALA(0.05), steps=20), ...)
+"""
+
+from . import datasets as datasets
+from . import evaluate as evaluate
+from ._ebm import EBM as EBM
+from ._fit import FitResult as FitResult
+from ._fit import TrainingDivergedError as TrainingDivergedError
+from ._fit import fit as fit
+from ._sample import sample as sample
+from ._sampler import AbstractSampler as AbstractSampler
+from ._sampler import SamplerInfo as SamplerInfo
+from ._strategy import AbstractStrategy as AbstractStrategy
+
+__version__ = "0.1.0"
+
+# The public face may expose the subpackages as attributes, as `equinox` exposes `eqx.nn`.
+from . import inference as inference  # noqa: E402
+from . import models as models  # noqa: E402

@@ -1,0 +1,219 @@
+"""The declaration layer: an unnormalized density built from an energy network."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
+
+
+def _event_shape_of(energy: Any) -> tuple[int, ...] | None:
+    shape = getattr(energy, "event_shape", None)
+    return None if shape is None else tuple(int(s) for s in shape)
+
+
+def split_mapped(kwargs: dict[str, Any], batch_shape: tuple[int, ...]) -> tuple[dict, dict]:
+    """Split keyword inputs into those mapped over the leading ``batch_shape`` axes
+    (arrays whose leading axes equal it) and those broadcast to every example."""
+    nb = len(batch_shape)
+    mapped = {
+        k: v
+        for k, v in kwargs.items()
+        if nb > 0 and hasattr(v, "shape") and len(v.shape) >= nb and tuple(v.shape[:nb]) == tuple(batch_shape)
+    }
+    fixed = {k: v for k, v in kwargs.items() if k not in mapped}
+    return mapped, fixed
+
+
+def map_over_batch(fn, x: Array, num_event_dims: int, kwargs: dict[str, Any]):
+    """``jax.vmap`` ``fn(x_i, **kwargs_i)`` over every leading (batch) axis of ``x``.
+
+    ``x`` has shape ``(*batch, *event)`` with ``len(event) == num_event_dims``. Keyword
+    arrays whose leading axes equal ``batch`` are mapped alongside ``x``; anything else
+    (Python numbers, 0-d arrays, arrays of another shape) is broadcast to every example.
+    """
+    batch_shape = x.shape[: x.ndim - num_event_dims]
+    if not batch_shape:
+        return fn(x, **kwargs)
+    nb = len(batch_shape)
+    mapped, fixed = split_mapped(kwargs, batch_shape)
+    flat_x = x.reshape((-1,) + x.shape[nb:])
+    flat_kw = {k: v.reshape((-1,) + v.shape[nb:]) for k, v in mapped.items()}
+    out = jax.vmap(lambda xi, kw: fn(xi, **kw, **fixed))(flat_x, flat_kw)
+    return jax.tree.map(lambda o: o.reshape(batch_shape + o.shape[1:]), out)
+
+
+class EBM(eqx.Module):
+    r"""An energy-based model: the unnormalized density
+
+    .. math::  \log \tilde p(x) = \beta\,\bigl(-E_\theta(x) + \log b(x)\bigr),
+               \qquad p(x) = \tilde p(x) / Z_\theta
+
+    where ``E`` is any Equinox module mapping ONE unbatched example to a scalar, ``b``
+    an optional *normalized* base density (anything with ``log_prob``, e.g. a NumPyro
+    distribution) that keeps the model integrable (Neklyudov et al. 2021; Grathwohl
+    et al. 2020), and ``beta = 1/T`` the inverse temperature (1 unless ``tempered``).
+
+    Arguments:
+        energy: the energy network, ``x -> scalar``; extra inputs such as a noise
+            level are keyword arguments, ``energy(x, t=t)``.
+        base: optional normalized base density with a ``log_prob`` method; it is not
+            trained by ``fit``.
+        log_z: initial estimate of ``log Z`` (learned by NCE, left alone otherwise).
+        event_shape: shape of one example. Taken from ``energy.event_shape`` when the
+            module declares it, else set by ``fit`` from the data.
+
+    The batched helpers (``energy_batch`` ...) map over every leading axis beyond the
+    event shape; users never write batch loops.
+    """
+
+    energy_module: eqx.Module
+    base: Any
+    log_z: Float[Array, ""]
+    inverse_temperature: Float[Array, ""]
+    event_shape: tuple[int, ...] | None = eqx.field(static=True)
+
+    def __init__(
+        self,
+        energy: eqx.Module,
+        base: Any = None,
+        *,
+        log_z: float | Array = 0.0,
+        inverse_temperature: float | Array = 1.0,
+        event_shape: tuple[int, ...] | None = None,
+    ):
+        if not callable(energy):
+            raise TypeError(
+                f"EBM(energy=...): expected a callable Equinox module x -> scalar, got {type(energy).__name__}"
+            )
+        if base is not None and not hasattr(base, "log_prob"):
+            raise TypeError(
+                f"EBM(base=...): expected a normalized density with a `log_prob` method "
+                f"(e.g. a numpyro distribution), got {type(base).__name__}"
+            )
+        self.energy_module = energy
+        self.base = base
+        self.log_z = jnp.asarray(log_z, dtype=jnp.float32)
+        self.inverse_temperature = jnp.asarray(inverse_temperature, dtype=jnp.float32)
+        declared = _event_shape_of(energy)
+        if event_shape is not None:
+            event_shape = tuple(int(s) for s in event_shape)
+            if declared is not None and declared != event_shape:
+                raise ValueError(
+                    f"EBM(event_shape={event_shape}) disagrees with the energy module's "
+                    f"declared event_shape {declared}"
+                )
+        self.event_shape = event_shape if event_shape is not None else declared
+
+    # ---- single example -------------------------------------------------------------
+    def energy(self, x: Float[Array, "*event"], **kwargs) -> Float[Array, ""]:
+        """``E(x)`` for one unbatched example."""
+        return self.energy_module(x, **kwargs)
+
+    def log_prob_unnorm(self, x: Float[Array, "*event"], **kwargs) -> Float[Array, ""]:
+        r"""``log p~(x) = beta * (-E(x) + log b(x))`` for one example."""
+        out = -self.energy(x, **kwargs)
+        if self.base is not None:
+            out = out + jnp.sum(self.base.log_prob(x))
+        return self.inverse_temperature * out
+
+    def log_prob(self, x: Float[Array, "*event"], **kwargs) -> Float[Array, ""]:
+        """``log p~(x) - log_z``: normalized only as far as ``log_z`` is a good estimate."""
+        return self.log_prob_unnorm(x, **kwargs) - self.log_z
+
+    def score(self, x: Float[Array, "*event"], **kwargs) -> Float[Array, "*event"]:
+        r"""``grad_x log p~(x)`` for one example."""
+        return jax.grad(lambda y: self.log_prob_unnorm(y, **kwargs))(x)
+
+    def potential_fn(self, x: Float[Array, "*event"]) -> Float[Array, ""]:
+        """NumPyro bridge: the potential ``-log p~(x)``.
+
+        ``numpyro.infer.NUTS(potential_fn=model.potential_fn)`` samples the model;
+        ``numpyro.factor("ebm", model.log_prob_unnorm(x))`` uses it inside a model.
+        """
+        return -self.log_prob_unnorm(x)
+
+    # ---- batched helpers ------------------------------------------------------------
+    def _num_event_dims(self, x: Array) -> int:
+        if self.event_shape is None:
+            return x.ndim - 1 if x.ndim > 0 else 0
+        return len(self.event_shape)
+
+    def energy_batch(self, x: Float[Array, "*batch *event"], **kwargs) -> Float[Array, "*batch"]:
+        """``E`` over every leading batch axis of ``x``."""
+        return map_over_batch(self.energy, x, self._num_event_dims(x), kwargs)
+
+    def log_prob_unnorm_batch(self, x: Float[Array, "*batch *event"], **kwargs) -> Float[Array, "*batch"]:
+        """``log p~`` over every leading batch axis of ``x``."""
+        return map_over_batch(self.log_prob_unnorm, x, self._num_event_dims(x), kwargs)
+
+    def score_batch(self, x: Float[Array, "*batch *event"], **kwargs) -> Float[Array, "*batch *event"]:
+        """``grad_x log p~`` over every leading batch axis of ``x``."""
+        return map_over_batch(self.score, x, self._num_event_dims(x), kwargs)
+
+    # ---- transformations ------------------------------------------------------------
+    def tempered(self, temperature: float | Array) -> "EBM":
+        r"""The same model at temperature ``T``: ``log p~_T = log p~ / T``."""
+        if isinstance(temperature, (int, float)) and not temperature > 0:
+            raise ValueError(f"tempered(temperature={temperature}): expected a positive temperature")
+        return eqx.tree_at(
+            lambda m: m.inverse_temperature, self, self.inverse_temperature / jnp.asarray(temperature)
+        )
+
+    def with_event_shape(self, event_shape: tuple[int, ...]) -> "EBM":
+        """A copy that knows the shape of one example."""
+        return EBM(
+            self.energy_module,
+            self.base,
+            log_z=self.log_z,
+            inverse_temperature=self.inverse_temperature,
+            event_shape=tuple(event_shape),
+        )
+
+    @property
+    def event_size(self) -> int:
+        if self.event_shape is None:
+            raise ValueError("this EBM does not know its event_shape yet; pass event_shape= or fit it first")
+        return math.prod(self.event_shape)
+
+
+def trainable_filter(model: PyTree) -> PyTree:
+    """Filter spec of the parameters ``fit`` trains: every inexact array of the model,
+    except the base density and the temperature (fixed by declaration)."""
+    spec = jax.tree.map(eqx.is_inexact_array, model)
+    if isinstance(model, EBM):
+        spec = eqx.tree_at(lambda m: m.inverse_temperature, spec, False)
+        if model.base is not None:
+            spec = eqx.tree_at(
+                lambda m: m.base, spec, jax.tree.map(lambda _: False, spec.base)
+            )
+    return spec
+
+
+def check_energy(model: EBM, event_shape: tuple[int, ...], dtype=jnp.float32, **kwargs) -> None:
+    """Raise a clear error unless ``model.energy`` maps one example to a scalar."""
+    probe = jax.ShapeDtypeStruct(tuple(event_shape), dtype)
+    kw = {k: (jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v)) if hasattr(v, "shape") else v) for k, v in kwargs.items()}
+    try:
+        out = eqx.filter_eval_shape(lambda m, x, kw: m.energy(x, **kw), model, probe, kw)
+    except Exception as e:  # noqa: BLE001 -- re-raised with context
+        raise TypeError(
+            f"energy: calling the energy module on one example of shape {tuple(event_shape)} failed "
+            f"({type(e).__name__}: {e}). The energy must map ONE unbatched example to a scalar."
+        ) from e
+    if not hasattr(out, "shape") or tuple(out.shape) != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise TypeError(
+            f"energy: must return a scalar for one example of shape {tuple(event_shape)}, "
+            f"got output of shape {shape}"
+        )
+
+
+def stop_gradient(tree: PyTree) -> PyTree:
+    """``jax.lax.stop_gradient`` on every array of a pytree (e.g. a model used only to
+    drive a sampler), leaving non-array leaves alone."""
+    return jax.tree.map(lambda a: jax.lax.stop_gradient(a) if eqx.is_array(a) else a, tree)

@@ -1,0 +1,76 @@
+"""``sample``: draw from a model with any sampler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._checks import check_examples, check_key, check_positive
+from ._ebm import EBM, check_energy
+from ._sampler import AbstractSampler, SamplerInfo
+
+
+def initial_positions(model: EBM, num_samples: int, key: PRNGKeyArray) -> Float[Array, "n *event"]:
+    """Default chain start: draws from the model's base density when it can sample,
+    else a standard normal of the model's event shape."""
+    if model.event_shape is None:
+        raise ValueError(
+            "model: its event_shape is unknown, so there is no default start; pass init= "
+            "or declare the shape (EBM(energy, event_shape=...) or an energy with event_shape)"
+        )
+    base = model.base
+    if base is not None and hasattr(base, "sample"):
+        x = base.sample(key, (num_samples,))
+        return jnp.reshape(x, (num_samples,) + tuple(model.event_shape)).astype(jnp.float32)
+    return jax.random.normal(key, (num_samples,) + tuple(model.event_shape))
+
+
+@eqx.filter_jit
+def _run(sampler, model, x, num_steps, key, kwargs):
+    return sampler.run(model, x, num_steps, key, **kwargs)
+
+
+def sample(
+    model: EBM,
+    sampler: AbstractSampler,
+    *,
+    num_steps: int,
+    key: PRNGKeyArray,
+    num_samples: int | None = None,
+    init: Any = None,
+    return_info: bool = False,
+    **kwargs,
+) -> Float[Array, "n *event"] | tuple[Float[Array, "n *event"], SamplerInfo]:
+    """Run ``num_samples`` independent chains of ``sampler`` for ``num_steps`` steps on
+    ``model`` and return their final positions.
+
+    Chains start at ``init`` (shape ``(n, *event_shape)``) or, when it is omitted, at
+    draws from the model's base density (a standard normal if it has none). Extra
+    keyword arguments go to the energy (e.g. a noise level). With ``return_info=True``
+    also returns the per-step ``SamplerInfo`` averaged over chains.
+    """
+    if not isinstance(model, EBM):
+        raise TypeError(f"model: expected a declebm.EBM, got {type(model).__name__}")
+    if not isinstance(sampler, AbstractSampler):
+        raise TypeError(f"sampler: expected a sampler such as MALA(step_size=...), got {type(sampler).__name__}")
+    check_positive(num_steps, "num_steps", integer=True)
+    check_key(key)
+    k_init, k_run = jax.random.split(key)
+    if init is None:
+        if num_samples is None:
+            raise ValueError("num_samples: give num_samples or init")
+        check_positive(num_samples, "num_samples", integer=True)
+        x = initial_positions(model, num_samples, k_init)
+    else:
+        x = check_examples(init, "init", model.event_shape)
+        if num_samples is not None and num_samples != x.shape[0]:
+            raise ValueError(f"num_samples: {num_samples} disagrees with init's {x.shape[0]} chains")
+        if model.event_shape is None:
+            model = model.with_event_shape(x.shape[1:])
+    check_energy(model, model.event_shape)
+    x, info = _run(sampler, model, x, num_steps, k_run, kwargs)
+    return (x, info) if return_info else x

@@ -1,0 +1,97 @@
+"""The sampler contract: MCMC over many chains with the model as a call-time argument."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PRNGKeyArray, PyTree
+
+from ._checks import check_positive
+from ._ebm import split_mapped
+
+
+class SamplerInfo(NamedTuple):
+    """What one transition reports, per chain (or averaged over chains by ``run``).
+
+    acceptance_rate: Metropolis acceptance probability (1 for unadjusted samplers).
+    is_divergent: whether the transition diverged (HMC/NUTS energy error).
+    """
+
+    acceptance_rate: Float[Array, "..."]
+    is_divergent: Bool[Array, "..."]
+
+
+class AbstractSampler(eqx.Module):
+    r"""An MCMC sampler run on many independent chains of ``log p~``.
+
+    Contract (BlackJAX style, pure functions, nothing jitted inside):
+
+    - ``init(model, x, **kwargs) -> state`` for chain positions ``x`` of shape
+      ``(num_chains, *event_shape)``;
+    - ``step(model, state, key, **kwargs) -> (state, SamplerInfo)`` advances every chain;
+    - ``run(model, x, num_steps, key, **kwargs) -> (x, SamplerInfo)`` runs a ``lax.scan``
+      of ``num_steps`` steps and returns the final positions and the per-step info
+      averaged over chains.
+
+    ``model`` is anything with ``log_prob_unnorm(x, **kwargs)`` for one example (an
+    ``EBM`` or a conditional target built from one); it is an argument, not a field, so
+    one compiled sampler serves a model whose parameters change every training step.
+    Keyword arrays whose leading axis has length ``num_chains`` condition each chain
+    separately (e.g. a noise level per chain); others are shared by all chains.
+
+    Subclasses implement the single-chain kernel ``init_chain`` / ``step_chain``;
+    chains are ``jax.vmap``-ped here.
+    """
+
+    @abc.abstractmethod
+    def init_chain(self, logdensity_fn: Callable[[Array], Array], x: Array) -> PyTree:
+        """State of one chain at position ``x``. The state has a ``position`` field."""
+
+    @abc.abstractmethod
+    def step_chain(
+        self, key: PRNGKeyArray, state: PyTree, logdensity_fn: Callable[[Array], Array]
+    ) -> tuple[PyTree, SamplerInfo]:
+        """One transition of one chain."""
+
+    @property
+    def is_differentiable(self) -> bool:
+        """Whether a step is a smooth function of the position and the parameters
+        (no Metropolis accept/reject), so gradients may flow through the chain."""
+        return False
+
+    def init(self, model: Any, x: Float[Array, "chains *event"], **kwargs) -> PyTree:
+        mapped, fixed = split_mapped(kwargs, x.shape[:1])
+
+        def one(xi, kw):
+            return self.init_chain(lambda y: model.log_prob_unnorm(y, **kw, **fixed), xi)
+
+        return jax.vmap(one)(x, mapped)
+
+    def step(self, model: Any, state: PyTree, key: PRNGKeyArray, **kwargs) -> tuple[PyTree, SamplerInfo]:
+        num_chains = state.position.shape[0]
+        mapped, fixed = split_mapped(kwargs, (num_chains,))
+        keys = jax.random.split(key, num_chains)
+
+        def one(k, s, kw):
+            return self.step_chain(k, s, lambda y: model.log_prob_unnorm(y, **kw, **fixed))
+
+        return jax.vmap(one)(keys, state, mapped)
+
+    def run(
+        self, model: Any, x: Float[Array, "chains *event"], num_steps: int, key: PRNGKeyArray, **kwargs
+    ) -> tuple[Float[Array, "chains *event"], SamplerInfo]:
+        check_positive(num_steps, "num_steps", integer=True)
+        state = self.init(model, x, **kwargs)
+
+        def body(state, k):
+            state, info = self.step(model, state, k, **kwargs)
+            return state, SamplerInfo(
+                jnp.mean(info.acceptance_rate.astype(jnp.float32)), jnp.mean(info.is_divergent.astype(jnp.float32))
+            )
+
+        state, info = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+        return state.position, info

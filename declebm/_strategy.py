@@ -1,0 +1,41 @@
+"""The training-strategy contract: hyperparameters in the module, mutable state apart."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import equinox as eqx
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+
+class AbstractStrategy(eqx.Module):
+    r"""How an EBM is learned. ``fit`` is configured by one of these, as Diffrax's
+    ``diffeqsolve`` is by a solver.
+
+    A strategy holds only hyperparameters; whatever changes during training (persistent
+    chains, a replay buffer, a noise distribution, particles) lives in a separate
+    pytree ``state``:
+
+    - ``init(model, data, key, *, batch_size=None) -> state``, called once by ``fit``
+      (``batch_size`` is the training batch size, for strategies that size their
+      chains by it; it is the only addition to the DESIGN signature);
+    - ``loss(model, batch, state, key) -> (loss, (state, metrics))``: a scalar whose
+      gradient with respect to the model's parameters is the training direction, the
+      updated state, and a dict of scalar metrics that explain the strategy;
+    - ``after_update(old_model, new_model, state, key) -> state``: called after each
+      parameter update (identity by default; particle methods move particles here).
+    """
+
+    @abc.abstractmethod
+    def init(self, model: Any, data: Float[Array, "n *event"], key: PRNGKeyArray, *, batch_size: int | None = None) -> PyTree:
+        ...
+
+    @abc.abstractmethod
+    def loss(
+        self, model: Any, batch: Float[Array, "batch *event"], state: PyTree, key: PRNGKeyArray
+    ) -> tuple[Float[Array, ""], tuple[PyTree, dict[str, Float[Array, ""]]]]:
+        ...
+
+    def after_update(self, old_model: Any, new_model: Any, state: PyTree, key: PRNGKeyArray) -> PyTree:
+        return state

@@ -1,0 +1,4 @@
+"""Energy networks: Equinox modules mapping one example to a scalar energy."""
+
+from ._gaussian import GaussianEnergy as GaussianEnergy
+from ._mlp import MLPEnergy as MLPEnergy

@@ -1,0 +1,47 @@
+"""Fully connected energies for vector data."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import equinox as eqx
+import jax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+
+class MLPEnergy(eqx.Module):
+    r"""``E(x) = MLP(x)``: an ``in_size -> width -> ... -> 1`` perceptron with ``depth``
+    hidden layers (Swish/SiLU by default, as in Neklyudov et al. 2021 and Song & Kingma
+    2021's toy models).
+
+    Arguments:
+        in_size: dimension of one example; also declares ``event_shape = (in_size,)``.
+        width: hidden units per layer. depth: number of hidden layers.
+        activation: the nonlinearity (smooth ones keep Langevin and score matching well posed).
+        key: a ``jax.random.key`` for the initial weights.
+    """
+
+    mlp: eqx.nn.MLP
+    in_size: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int,
+        width: int = 128,
+        depth: int = 2,
+        activation: Callable[[Array], Array] = jax.nn.silu,
+        *,
+        key: PRNGKeyArray,
+    ):
+        for name, v in (("in_size", in_size), ("width", width), ("depth", depth)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "depth" else 1):
+                raise ValueError(f"MLPEnergy({name}=...): expected a positive integer, got {v!r}")
+        self.in_size = in_size
+        self.mlp = eqx.nn.MLP(in_size, "scalar", width, depth, activation=activation, key=key)
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (self.in_size,)
+
+    def __call__(self, x: Float[Array, " in_size"]) -> Float[Array, ""]:
+        return self.mlp(x)

@@ -1,0 +1,6 @@
+"""Plots (needs matplotlib: ``pip install 'declebm[plot]'``)."""
+
+from ._plots import curves as curves
+from ._plots import density as density
+from ._plots import figure as figure
+from ._plots import samples as samples

@@ -7,9 +7,11 @@ writes the same move as ``x + h grad + sqrt(2h) z``, so we hand it ``h = eps / 2
 
 from __future__ import annotations
 
+import abc
 from typing import Callable, NamedTuple
 
 import blackjax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from blackjax.sgmcmc.diffusions import overdamped_langevin
@@ -97,13 +99,35 @@ class MALA(AbstractSampler):
         return state, _info(info.acceptance_rate)
 
 
-def _inverse_mass(inverse_mass_matrix, x: Array) -> Array:
-    if inverse_mass_matrix is None:
-        return jnp.ones(x.size, x.dtype)
-    return jnp.asarray(inverse_mass_matrix)
+class _AbstractHamiltonian(AbstractSampler):
+    """HMC and NUTS share BlackJAX's kernel signature:
+    ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix, trajectory)``."""
+
+    step_size: eqx.AbstractVar[float]
+    inverse_mass_matrix: eqx.AbstractVar[Float[Array, "..."] | None]
+
+    @abc.abstractmethod
+    def _algorithm(self):
+        """The BlackJAX module (``blackjax.hmc`` or ``blackjax.nuts``)."""
+
+    @abc.abstractmethod
+    def _trajectory(self) -> int:
+        """The kernel's last argument: integration steps (HMC) or max doublings (NUTS)."""
+
+    def init_chain(self, logdensity_fn: Callable, x: Array):
+        return self._algorithm().init(x, logdensity_fn)
+
+    def step_chain(self, key: PRNGKeyArray, state, logdensity_fn: Callable):
+        if self.inverse_mass_matrix is None:
+            inverse_mass = jnp.ones(state.position.size, state.position.dtype)
+        else:
+            inverse_mass = jnp.asarray(self.inverse_mass_matrix)
+        kernel = self._algorithm().build_kernel()
+        state, info = kernel(key, state, logdensity_fn, self.step_size, inverse_mass, self._trajectory())
+        return state, _info(info.acceptance_rate, info.is_divergent)
 
 
-class HMC(AbstractSampler):
+class HMC(_AbstractHamiltonian):
     r"""Hamiltonian Monte Carlo (Neal 2011) with a leapfrog integrator:
     ``num_integration_steps`` steps of size ``step_size`` per proposal, momentum
     ``N(0, M)``, Metropolis correction. ``inverse_mass_matrix`` is diagonal (a vector) or
@@ -118,23 +142,14 @@ class HMC(AbstractSampler):
         check_positive(self.step_size, "step_size")
         check_positive(self.num_integration_steps, "num_integration_steps", integer=True)
 
-    def init_chain(self, logdensity_fn: Callable, x: Array):
-        return blackjax.hmc.init(x, logdensity_fn)
+    def _algorithm(self):
+        return blackjax.hmc
 
-    def step_chain(self, key: PRNGKeyArray, state, logdensity_fn: Callable):
-        kernel = blackjax.hmc.build_kernel()
-        state, info = kernel(
-            key,
-            state,
-            logdensity_fn,
-            self.step_size,
-            _inverse_mass(self.inverse_mass_matrix, state.position),
-            self.num_integration_steps,
-        )
-        return state, _info(info.acceptance_rate, info.is_divergent)
+    def _trajectory(self) -> int:
+        return self.num_integration_steps
 
 
-class NUTS(AbstractSampler):
+class NUTS(_AbstractHamiltonian):
     r"""The No-U-Turn sampler (Hoffman & Gelman 2014), ``blackjax.nuts``: HMC with an
     adaptive trajectory length (at most ``2^max_num_doublings`` leapfrog steps). For
     evaluation and long chains, not for inner training loops: vmapped chains all wait
@@ -149,17 +164,8 @@ class NUTS(AbstractSampler):
         check_positive(self.step_size, "step_size")
         check_positive(self.max_num_doublings, "max_num_doublings", integer=True)
 
-    def init_chain(self, logdensity_fn: Callable, x: Array):
-        return blackjax.nuts.init(x, logdensity_fn)
+    def _algorithm(self):
+        return blackjax.nuts
 
-    def step_chain(self, key: PRNGKeyArray, state, logdensity_fn: Callable):
-        kernel = blackjax.nuts.build_kernel()
-        state, info = kernel(
-            key,
-            state,
-            logdensity_fn,
-            self.step_size,
-            _inverse_mass(self.inverse_mass_matrix, state.position),
-            self.max_num_doublings,
-        )
-        return state, _info(info.acceptance_rate, info.is_divergent)
+    def _trajectory(self) -> int:
+        return self.max_num_doublings

@@ -1,0 +1,98 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import declebm as eb
+from declebm.inference import HMC, MALA, NUTS, Langevin
+from declebm.models import GaussianEnergy
+
+MEAN = np.array([1.0, -2.0])
+COV = np.array([[1.0, 0.5], [0.5, 2.0]])
+N = 2000  # independent chains
+
+
+def _check_moments(x, mean, cov, extra_cov_tol=0.0):
+    """Moments of N independent draws: the sample mean has s.e. sqrt(diag(cov)/N); a sample
+    covariance entry has s.e. sqrt((c_ii c_jj + c_ij^2)/N). We allow 5 standard errors
+    (two-sided p ~ 6e-7 per entry, so a correct sampler essentially never fails)."""
+    x = np.asarray(x, np.float64)
+    se_mean = np.sqrt(np.diag(cov) / len(x))
+    assert np.all(np.abs(x.mean(0) - mean) < 5 * se_mean), (x.mean(0), mean)
+    se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / len(x))
+    assert np.all(np.abs(np.cov(x.T) - cov) < 5 * se_cov + extra_cov_tol), (np.cov(x.T), cov)
+
+
+def _model():
+    return eb.EBM(GaussianEnergy(MEAN, covariance=COV))
+
+
+@pytest.mark.parametrize(
+    "sampler, steps",
+    [(MALA(step_size=0.5), 300), (HMC(step_size=0.3, num_integration_steps=8), 100), (NUTS(step_size=0.4), 50)],
+)
+def test_adjusted_samplers_match_gaussian_moments(sampler, steps):
+    x, info = eb.sample(_model(), sampler, num_samples=N, num_steps=steps, key=jax.random.key(0), return_info=True)
+    assert x.shape == (N, 2)
+    assert info.acceptance_rate.shape == (steps,)
+    assert 0.3 < float(info.acceptance_rate.mean()) <= 1.0
+    _check_moments(x, MEAN, COV)
+
+
+def test_small_step_langevin_matches_gaussian_moments():
+    # ULA's stationary covariance is biased by O(eps * lambda_max(P) / 4) ~ 1.6% here, well
+    # inside the 5-standard-error band; 2000 steps relax the start by exp(-22).
+    x = eb.sample(_model(), Langevin(step_size=0.05), num_samples=N, num_steps=2000, key=jax.random.key(1))
+    _check_moments(x, MEAN, COV)
+
+
+def test_decoupled_noise_scale_samples_the_tempered_density():
+    # noise_scale^2 / step_size = 2: the chain targets p^(1/2), i.e. covariance 2 * COV.
+    s = Langevin(step_size=0.02, noise_scale=0.2)
+    assert s.temperature == pytest.approx(2.0)
+    x = eb.sample(_model(), s, num_samples=N, num_steps=3000, key=jax.random.key(2))
+    _check_moments(x, MEAN, 2 * COV, extra_cov_tol=0.05)
+
+
+def test_sampler_run_is_model_agnostic_and_conditions_per_chain():
+    # A model passed at call time, with a per-chain keyword (a location) mapped over chains.
+    class Shifted(eqx.Module):
+        def log_prob_unnorm(self, x, loc):
+            return -0.5 * jnp.sum((x - loc) ** 2)
+
+    locs = jnp.repeat(jnp.array([[5.0, 0.0], [-5.0, 0.0]]), 500, axis=0)
+    x, _ = MALA(step_size=0.5).run(Shifted(), jnp.zeros((1000, 2)), 200, jax.random.key(3), loc=locs)
+    np.testing.assert_allclose(np.asarray(x[:500]).mean(0), [5.0, 0.0], atol=0.3)
+    np.testing.assert_allclose(np.asarray(x[500:]).mean(0), [-5.0, 0.0], atol=0.3)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Langevin(step_size=0.0),
+        lambda: Langevin(step_size=-1.0),
+        lambda: Langevin(step_size=0.1, noise_scale=-0.1),
+        lambda: MALA(step_size=0.0),
+        lambda: HMC(step_size=0.1, num_integration_steps=0),
+        lambda: HMC(step_size=-0.1),
+        lambda: NUTS(step_size=0.0),
+    ],
+)
+def test_bad_hyperparameters(make):
+    with pytest.raises(ValueError, match="step_size|noise_scale|num_integration_steps"):
+        make()
+
+
+def test_sample_bad_input():
+    m = _model()
+    with pytest.raises(ValueError, match="num_steps"):
+        eb.sample(m, MALA(0.1), num_samples=4, num_steps=0, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="num_samples"):
+        eb.sample(m, MALA(0.1), num_steps=4, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="init"):
+        eb.sample(m, MALA(0.1), init=np.zeros((4, 3), np.float32), num_steps=4, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="init"):
+        eb.sample(m, MALA(0.1), init=np.full((4, 2), np.nan, np.float32), num_steps=4, key=jax.random.key(0))
+    with pytest.raises(TypeError, match="sampler"):
+        eb.sample(m, "mala", num_samples=4, num_steps=4, key=jax.random.key(0))

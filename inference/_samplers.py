@@ -19,6 +19,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractSampler, SamplerInfo
 from declebm._checks import check_positive
+from declebm._ebm import split_mapped
 
 
 def _info(acceptance_rate, is_divergent=False) -> SamplerInfo:
@@ -72,8 +73,21 @@ class Langevin(AbstractSampler):
 
     def step_chain(self, key: PRNGKeyArray, state: LangevinState, logdensity_fn: Callable):
         grad = jax.grad(logdensity_fn)(state.position)
-        x = overdamped_langevin()(key, state.position, grad, 0.5 * self.step_size, self.temperature)
-        return LangevinState(x), _info(1.0)
+        return LangevinState(self._move(key, state.position, grad)), _info(1.0)
+
+    def _move(self, key: PRNGKeyArray, x: Array, grad: Array) -> Array:
+        """The Euler-Maruyama move, BlackJAX's ``x + h grad + sqrt(2 T h) z`` with h = eps/2."""
+        return overdamped_langevin()(key, x, grad, 0.5 * self.step_size, self.temperature)
+
+    def step(self, model, state: LangevinState, key: PRNGKeyArray, **kwargs):
+        # All chains in one move: the noise is drawn for the whole batch from one key
+        # instead of splitting a key per chain (the Euler step is the same as step_chain's).
+        x = state.position
+        mapped, fixed = split_mapped(kwargs, x.shape[:1])
+        grad = jax.vmap(lambda xi, kw: jax.grad(lambda y: model.log_prob_unnorm(y, **kw, **fixed))(xi))(x, mapped)
+        x = self._move(key, x, grad)
+        n = x.shape[0]
+        return LangevinState(x), _info(jnp.ones(n), jnp.zeros(n, bool))
 
 
 class MALA(AbstractSampler):

@@ -68,7 +68,8 @@ def test_each_variant_trains_an_mlp_on_8gaussians(name):
     )
     after = float(eb.evaluate.grid_nll(result.model, test, resolution=100))
     # The untrained model is near uniform on the box (NLL ~ log 100 = 4.6 nats); the true
-    # density's NLL is 2.83. A 0.5-nat gain is far outside run-to-run noise (~0.05 nats).
+    # density's NLL is 2.83. Measured gains over seeds 0-1 were 1.2-1.5 nats for every
+    # variant; requiring 0.5 leaves a margin while still failing a model that learns nothing.
     assert after < before - 0.5, (name, before, after)
     for k in ("loss", "energy_data", "energy_samples", "acceptance_rate"):
         assert np.all(np.isfinite(result.history[k])), k

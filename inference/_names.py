@@ -12,7 +12,7 @@ from ._samplers import MALA, Langevin
 # Defaults tuned for 2-D toys with unit-scale data (the examples' setting).
 _DEFAULTS: dict[str, Callable[[], AbstractStrategy]] = {
     "cd": lambda: ContrastiveDivergence(Langevin(step_size=0.01), steps=10),
-    "pcd": lambda: PersistentCD(MALA(step_size=0.05), steps=20),
+    "pcd": lambda: PersistentCD(MALA(step_size=0.2), steps=20),
     "shortrun": lambda: ShortRunML(Langevin(step_size=0.05), steps=40),
     "replay": lambda: ReplayBufferML(Langevin(step_size=0.05), steps=20),
 }

@@ -240,6 +240,7 @@ def fit(
 
     # ---- initial state ---------------------------------------------------------------
     init_key, train_key = jax.random.split(key)
+    model = strategy.init_model(model, data, jax.random.fold_in(init_key, 1))
     strategy_state = strategy.init(model, data, init_key, batch_size=batch_size)
     params, static = eqx.partition(model, trainable_filter(model))
     carry = _Carry(

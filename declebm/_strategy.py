@@ -24,7 +24,10 @@ class AbstractStrategy(eqx.Module):
       gradient with respect to the model's parameters is the training direction, the
       updated state, and a dict of scalar metrics that explain the strategy;
     - ``after_update(old_model, new_model, state, key) -> state``: called after each
-      parameter update (identity by default; particle methods move particles here).
+      parameter update (identity by default; particle methods move particles here);
+    - ``init_model(model, data, key) -> model``: called once by ``fit`` before training to
+      set what the strategy owns in the model (identity by default; ``NCE`` starts
+      ``log_z`` at an importance-sampling estimate). Also an addition to DESIGN.
     """
 
     @abc.abstractmethod
@@ -36,6 +39,9 @@ class AbstractStrategy(eqx.Module):
         self, model: Any, batch: Float[Array, "batch *event"], state: PyTree, key: PRNGKeyArray
     ) -> tuple[Float[Array, ""], tuple[PyTree, dict[str, Float[Array, ""]]]]:
         ...
+
+    def init_model(self, model: Any, data: Float[Array, "n *event"], key: PRNGKeyArray) -> Any:
+        return model
 
     def after_update(self, old_model: Any, new_model: Any, state: PyTree, key: PRNGKeyArray) -> PyTree:
         return state

@@ -13,3 +13,8 @@ from ._samplers import Langevin as Langevin
 from ._samplers import LangevinState as LangevinState
 from ._names import STRATEGY_NAMES as STRATEGY_NAMES
 from ._names import strategy_from_name as strategy_from_name
+from ._nce import NCE as NCE
+from ._nce import NCEState as NCEState
+from ._score_matching import DenoisingScoreMatching as DenoisingScoreMatching
+from ._score_matching import ExactScoreMatching as ExactScoreMatching
+from ._score_matching import SlicedScoreMatching as SlicedScoreMatching

@@ -7,7 +7,9 @@ from typing import Callable
 from declebm import AbstractStrategy
 
 from ._maximum_likelihood import ContrastiveDivergence, PersistentCD, ReplayBufferML, ShortRunML
+from ._nce import NCE
 from ._samplers import MALA, Langevin
+from ._score_matching import DenoisingScoreMatching, ExactScoreMatching, SlicedScoreMatching
 
 # Defaults tuned for 2-D toys with unit-scale data (the examples' setting).
 _DEFAULTS: dict[str, Callable[[], AbstractStrategy]] = {
@@ -15,6 +17,10 @@ _DEFAULTS: dict[str, Callable[[], AbstractStrategy]] = {
     "pcd": lambda: PersistentCD(MALA(step_size=0.2), steps=20),
     "shortrun": lambda: ShortRunML(Langevin(step_size=0.05), steps=40),
     "replay": lambda: ReplayBufferML(Langevin(step_size=0.05), steps=20),
+    "esm": lambda: ExactScoreMatching(),
+    "dsm": lambda: DenoisingScoreMatching(sigma=0.1),
+    "ssm": lambda: SlicedScoreMatching(num_projections=1),
+    "nce": lambda: NCE(),
 }
 
 STRATEGY_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
@@ -22,7 +28,9 @@ STRATEGY_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
 
 def strategy_from_name(name: str) -> AbstractStrategy:
     """A default-configured strategy by its short name: ``cd``, ``pcd``, ``shortrun``,
-    ``replay`` (and the MCMC-free ones as they are added)."""
+    ``replay`` (MCMC maximum likelihood), ``esm``, ``dsm``, ``ssm`` (score matching),
+    ``nce`` (noise-contrastive estimation). The same vocabulary as every example's
+    ``--strategy``."""
     if name not in _DEFAULTS:
         raise ValueError(f"name: unknown strategy {name!r}; choose one of {', '.join(_DEFAULTS)}")
     return _DEFAULTS[name]()

@@ -9,29 +9,71 @@ The exact log-likelihood gradient of ``p = exp(-E_theta) / Z`` is
 .. math:: L = \mathrm{mean}\,E(x^+) - \mathrm{mean}\,E(\mathrm{sg}(x^-))
           + \alpha\,(\mathrm{mean}\,E(x^+)^2 + \mathrm{mean}\,E(x^-)^2)
 
-with ``x+`` a data batch and ``x-`` the end of MCMC chains on the current model
-(``sg`` = stop-gradient); the strategies differ only in where the chains start, and that
-changes what the gradient is an estimate of (Gagnon & Lajoie 2022):
+with ``x+`` a data batch and ``x-`` the end of ``k`` MCMC steps on the current model
+(``sg`` = stop-gradient), so the update is ``E_data[grad E] - E_q[grad E]`` where ``q``
+is the distribution of the chains' end points. The strategies differ only in where the
+chains start, and that changes what ``q`` is and so what the update estimates (Gagnon &
+Lajoie 2022, "Clarifying MCMC-based training of modern EBMs: contrastive divergence
+versus maximum likelihood"):
 
-======================  =====================  ==============================================
-strategy                chains start at        what the update follows
-======================  =====================  ==============================================
-ContrastiveDivergence   the data batch         CD-k (Hinton 2002): the k-step contrastive
-                                               divergence KL(p_d||p) - KL(T^k p_d||p), with the
-                                               term through theta-dependence of T^k p_d dropped
-PersistentCD            last step's chains     stochastic-approximation ML (Tieleman 2008):
-                                               unbiased as the learning rate -> 0 and chains mix
-ShortRunML              fresh noise each step  ML with a biased sampler (Nijkamp et al. 2019):
-                                               NOT contrastive divergence; learns a model whose
-                                               k-step samples look right, not whose density is
-ReplayBufferML          a replay buffer, with  ML with a biased sampler (Du & Mordatch 2019):
-                        re-init from noise     NOT contrastive divergence although often named so
-======================  =====================  ==============================================
+======================  =====================  ==================================  ======================================
+strategy                chains start at        objective the update follows        what is dropped
+======================  =====================  ==================================  ======================================
+ContrastiveDivergence   the data batch         CD-k (Hinton 2002):                 the term through the theta-dependence
+                                               KL(p_d||p) - KL(T^k p_d||p)         of T^k p_d (every implementation
+                                                                                   drops it); not ML: spurious modes far
+                                                                                   from data go unseen for small k
+PersistentCD            last update's chains   maximum likelihood, KL(p_d||p)      nothing in the limit (small learning
+                                               (stochastic approximation:          rate, mixing chains); in practice the
+                                               Younes 1989, Tieleman 2008)         lag of chains behind the parameters
+ShortRunML              fresh noise, every     ML with a biased sampler            the difference between the k-step
+                        update                 (Nijkamp et al. 2019): NOT CD;      distribution q_theta and p, and the
+                                               stationary when E_q[grad E] =       theta-dependence of q_theta
+                                               E_data[grad E]
+ReplayBufferML          a replay buffer, each  ML with a biased sampler            as ShortRunML, less so as the buffer
+                        draw re-initialised    (Du & Mordatch 2019): NOT CD,       ages (reinit_prob -> 0 approaches
+                        from noise w.p. 5%     although the IGEBM papers call it   PersistentCD)
+                                               so
+======================  =====================  ==================================  ======================================
 
-The samplers run on a stop-gradient copy of the model, so no gradient flows through
-the chains. Persistent chains are kept as positions only: a sampler's cached
+Why the noise-started variants are not CD: CD's objective is a difference of two KLs
+that is non-negative *because* the chains start at ``p_d`` and ``T`` leaves ``p``
+invariant; started from noise, ``q_theta = T^k q_0`` has no such relation to ``p_d`` and
+``KL(p_d||p) - KL(q_theta||p)`` is not a divergence. The update is then the ML gradient
+evaluated with samples from the wrong distribution: its fixed points are models whose
+*k-step samples* match the data in the statistics ``grad_theta E``, whatever the
+density ``p`` itself is. Long chains (``evaluate.long_run``) expose the difference.
+
+**Du et al. (2020) terms** (Improved contrastive divergence training of EBMs,
+arXiv 2012.01316), options of every strategy here, off by default:
+
+.. math:: L \mathrel{+}= \lambda_{KL}\,\mathrm{mean}\,\bigl[-\log\tilde p_{\mathrm{sg}(\theta)}(x_k)\bigr]
+          \;-\; \lambda_H\,\hat H(x_k)
+
+where ``x_k`` are the chain end points with the gradient flowing through the last
+``kl_steps`` sampler steps (those steps use the *live* model, so ``x_k`` depends on
+theta through the drift ``(eps/2) grad_x log p~_theta``), the energy that scores them
+uses *frozen* parameters, and ``H^`` is the Kozachenko-Leonenko nearest-neighbour
+entropy estimate of the end points (``evaluate.nearest_neighbour_entropy``; Du et al.
+measure nearest-neighbour distances to replay-buffer samples, we use the other end
+points). Together (equal weights) they are the gradient of ``KL(q_theta || p_sg(theta))``
+through the sampler: they pull the sampler's distribution toward the model. Note the
+sign: CD's dropped term is ``-grad_theta^{(q)} KL(q_theta||p)`` (with a minus sign), so
+the KL term is not that missing term but a correction that makes the negatives less
+biased; with chains from noise or a buffer the training remains
+biased-sampler ML (Gagnon & Lajoie 2022). Differentiating through a Metropolis
+accept/reject is not defined, so these terms need an unadjusted sampler (``Langevin``);
+``MALA``/``HMC``/``NUTS`` are refused.
+
+The samplers otherwise run on a stop-gradient copy of the model, so no gradient flows
+through the chains. Persistent chains are kept as positions only: a sampler's cached
 ``log p~`` and gradient go stale when the parameters change, so chains are
 re-initialised (``sampler.init``) on the updated model at every step.
+
+Metrics: ``energy_data``, ``energy_samples``, ``acceptance_rate``; with ``kl_weight > 0``
+also ``kl_energy`` (the mean frozen-parameter energy ``-log p~`` of the end points, the
+quantity whose gradient through the sampler is the KL term); with ``entropy_weight > 0``
+also ``entropy`` (the nearest-neighbour entropy estimate of the end points, nats).
 """
 
 from __future__ import annotations
@@ -41,11 +83,12 @@ from typing import ClassVar, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractSampler, AbstractStrategy
 from declebm._checks import check_positive, check_probability
 from declebm._ebm import stop_gradient
+from declebm.evaluate import nearest_neighbour_entropy
 
 _STARTS = ("data", "persistent", "noise", "buffer")
 _NOISES = ("gaussian", "uniform")
@@ -67,13 +110,20 @@ class MCMCState(NamedTuple):
 
 
 class _AbstractMaximumLikelihood(AbstractStrategy):
-    """Shared machinery; the concrete classes say where chains start."""
+    """Shared hyperparameters and machinery; the concrete classes say where chains
+    start (and may change a default, e.g. ``steps=1`` for CD)."""
 
-    sampler: eqx.AbstractVar[AbstractSampler]
-    steps: eqx.AbstractVar[int]
-    num_chains: eqx.AbstractVar[int | None]
-    energy_reg: eqx.AbstractVar[float]
-    noise: eqx.AbstractVar[str]
+    sampler: AbstractSampler
+    steps: int = 20
+    num_chains: int | None = None
+    energy_reg: float = 0.0
+    noise: str = "gaussian"
+    kl_weight: float = 0.0
+    kl_steps: int | None = 1
+    entropy_weight: float = 0.0
+
+    def __check_init__(self):
+        self._check()
 
     @property
     def chain_start(self) -> str:
@@ -82,6 +132,17 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
     # Replay-buffer settings; only the buffer start reads them.
     buffer_size: ClassVar[int] = 0
     reinit_prob: ClassVar[float] = 0.0
+
+    @property
+    def differentiates_sampler(self) -> bool:
+        """Whether the loss differentiates through the last sampler steps (the Du et al.
+        2020 KL or entropy term is on)."""
+        return bool(self.kl_weight) or bool(self.entropy_weight)
+
+    @property
+    def num_live_steps(self) -> int:
+        """How many final sampler steps the KL/entropy gradient flows through."""
+        return self.steps if self.kl_steps is None else self.kl_steps
 
     def _check(self):
         if not isinstance(self.sampler, AbstractSampler):
@@ -99,6 +160,23 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
         if self.chain_start == "buffer":
             check_positive(self.buffer_size, "buffer_size", integer=True)
             check_probability(self.reinit_prob, "reinit_prob")
+        check_positive(self.kl_weight, "kl_weight", allow_zero=True)
+        check_positive(self.entropy_weight, "entropy_weight", allow_zero=True)
+        if self.kl_steps is not None:
+            check_positive(self.kl_steps, "kl_steps", integer=True)
+            if self.kl_steps > self.steps:
+                raise ValueError(
+                    f"kl_steps: the KL gradient flows through the last kl_steps of the {self.steps} sampler "
+                    f"steps, so it must be at most steps={self.steps}; got {self.kl_steps} (None means all)"
+                )
+        if self.differentiates_sampler and not self.sampler.is_differentiable:
+            which = "kl_weight" if self.kl_weight else "entropy_weight"
+            raise ValueError(
+                f"sampler: {which} > 0 differentiates the loss through the last sampler steps (Du et al. 2020), "
+                f"which needs an unadjusted, differentiable sampler such as Langevin(step_size=...); "
+                f"{type(self.sampler).__name__} has a Metropolis accept/reject step and cannot be differentiated. "
+                f"Use Langevin, or set kl_weight=0 and entropy_weight=0."
+            )
 
     def _noise(self, state: MCMCState, n: int, key) -> Array:
         shape = (n,) + state.noise_loc.shape
@@ -122,9 +200,51 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
             state = state._replace(chains=self._noise(state, self.buffer_size, key))
         return state
 
+    def _segment(self, model, x: Array, keys: Array) -> tuple[Array, Array]:
+        """``len(keys)`` sampler steps from ``x`` on ``model``; returns the end points and
+        the per-step mean acceptance rates."""
+        state = self.sampler.init(model, x)
+
+        def body(state, k):
+            state, info = self.sampler.step(model, state, k)
+            return state, jnp.mean(info.acceptance_rate.astype(jnp.float32))
+
+        state, acceptance = jax.lax.scan(body, state, keys)
+        return state.position, acceptance
+
+    def _chain(self, model, x0: Array, key: PRNGKeyArray) -> tuple[Array, Array]:
+        """Run ``steps`` sampler steps from ``x0``. Returns ``(x_k, mean acceptance)``.
+
+        Without a Du et al. term: ``sampler.run`` on a stop-gradient model, and ``x_k``
+        carries no gradient. With one: the same steps with the same keys (those
+        ``sampler.run`` would use, ``split(key, steps)``), the first ``steps - kl_steps``
+        on the frozen model and the last ``kl_steps`` on the live one, so ``x_k`` has
+        the same value and a gradient to theta through those last steps only.
+        """
+        frozen = stop_gradient(model)
+        if not self.differentiates_sampler:
+            x, info = self.sampler.run(frozen, x0, self.steps, key)
+            return jax.lax.stop_gradient(x), jnp.mean(info.acceptance_rate)
+        keys = jax.random.split(key, self.steps)
+        n_frozen = self.steps - self.num_live_steps
+        x, acceptance = jax.lax.stop_gradient(x0), []
+        if n_frozen > 0:
+            x, acc = self._segment(frozen, x, keys[:n_frozen])
+            x = jax.lax.stop_gradient(x)
+            acceptance.append(acc)
+        x, acc = self._segment(model, x, keys[n_frozen:])
+        acceptance.append(acc)
+        return x, jnp.mean(jnp.concatenate(acceptance))
+
     def negatives(self, model, batch, state: MCMCState, key) -> tuple[Array, MCMCState, Array]:
         """Draw the negative samples ``x-`` and the updated state. Returns
-        ``(x-, state, mean acceptance rate)``; no gradient flows to the model."""
+        ``(x-, state, mean acceptance rate)``.
+
+        ``x-`` carries no gradient to the model unless a Du et al. term is on
+        (``kl_weight`` or ``entropy_weight`` > 0); then its gradient flows through the
+        last ``kl_steps`` sampler steps. The state (persistent chains, buffer) always
+        stores stop-gradient positions.
+        """
         n = self.num_chains or batch.shape[0]
         k_start, k_reinit, k_run = jax.random.split(key, 3)
         start = self.chain_start
@@ -139,16 +259,17 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
             fresh = jax.random.bernoulli(k_reinit, self.reinit_prob, (n,))
             fresh = fresh.reshape((n,) + (1,) * (batch.ndim - 1))
             x0 = jnp.where(fresh, self._noise(state, n, k_reinit), state.chains[idx])
-        x, info = self.sampler.run(stop_gradient(model), x0, self.steps, k_run)
-        x = jax.lax.stop_gradient(x)
+        x, acceptance = self._chain(model, x0, k_run)
+        x_sg = jax.lax.stop_gradient(x)
         if start == "persistent":
-            state = state._replace(chains=x)
+            state = state._replace(chains=x_sg)
         elif start == "buffer":
-            state = state._replace(chains=state.chains.at[idx].set(x))
-        return x, state, jnp.mean(info.acceptance_rate)
+            state = state._replace(chains=state.chains.at[idx].set(x_sg))
+        return x, state, acceptance
 
     def loss(self, model, batch, state, key):
-        x_neg, state, acceptance = self.negatives(model, batch, state, key)
+        x_live, state, acceptance = self.negatives(model, batch, state, key)
+        x_neg = jax.lax.stop_gradient(x_live)
         e_pos = model.energy_batch(batch)
         e_neg = model.energy_batch(x_neg)
         loss = jnp.mean(e_pos) - jnp.mean(e_neg)
@@ -159,20 +280,42 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
             "energy_samples": jnp.mean(e_neg),
             "acceptance_rate": acceptance,
         }
+        if self.kl_weight:
+            # -log p~ with frozen parameters: the gradient reaches theta only through x_live.
+            kl_energy = -jnp.mean(stop_gradient(model).log_prob_unnorm_batch(x_live))
+            loss = loss + self.kl_weight * kl_energy
+            metrics["kl_energy"] = kl_energy
+        if self.entropy_weight:
+            entropy = nearest_neighbour_entropy(x_live)
+            loss = loss - self.entropy_weight * entropy
+            metrics["entropy"] = entropy
         return loss, (state, metrics)
 
 
+_DU_ARGS = r"""
+        kl_weight: weight of the Du et al. (2020) KL term ``mean -log p~_{sg(theta)}(x_k)``,
+            differentiated through the last ``kl_steps`` sampler steps (0: off, no extra
+            compute). Needs an unadjusted sampler (``Langevin``); MALA/HMC/NUTS are refused.
+        kl_steps: how many final sampler steps the KL and entropy gradients flow through
+            (Du et al. use 1, the default); ``None`` for all ``steps``.
+        entropy_weight: weight of the nearest-neighbour entropy bonus ``- H^(x_k)``
+            (Du et al. 2020; 0: off). Same sampler requirement."""
+
+
 class MaximumLikelihood(_AbstractMaximumLikelihood):
-    r"""MCMC maximum likelihood with the chain start chosen by ``init``:
+    __doc__ = r"""MCMC maximum likelihood with the chain start chosen by ``init``:
 
     - ``"data"``: chains start at the data batch (CD-k; see ``ContrastiveDivergence``);
-    - ``"persistent"``: chains carry over between steps (PCD; ``PersistentCD``);
+    - ``"persistent"``: chains carry over between steps (PCD, stochastic-approximation
+      ML; ``PersistentCD``);
     - ``"noise"``: fresh noise every step (short-run, ML with a biased sampler; ``ShortRunML``);
     - ``"buffer"``: a replay buffer with re-initialisation from noise with probability
       ``reinit_prob`` (ML with a biased sampler; ``ReplayBufferML``).
 
-    Loss ``mean E(x+) - mean E(x-) + energy_reg * (mean E(x+)^2 + mean E(x-)^2)``;
-    see the module docstring for what each start makes the gradient estimate.
+    Loss ``mean E(x+) - mean E(sg(x-)) + energy_reg * (mean E(x+)^2 + mean E(x-)^2)``
+    ``+ kl_weight * mean(-log p~_{sg(theta)}(x_k)) - entropy_weight * H^(x_k)``; see the
+    module docstring for the objective each start makes the gradient follow and what
+    it drops (Gagnon & Lajoie 2022).
 
     Arguments:
         sampler: the MCMC kernel (``Langevin``, ``MALA``, ``HMC``).
@@ -182,17 +325,11 @@ class MaximumLikelihood(_AbstractMaximumLikelihood):
         energy_reg: weight of the energy-magnitude regulariser (Du & Mordatch 2019).
         noise: start distribution fitted to the data, ``"gaussian"`` (mean/std) or
             ``"uniform"`` (bounding box).
-        buffer_size, reinit_prob: replay-buffer size and re-initialisation probability.
-    """
+        buffer_size, reinit_prob: replay-buffer size and re-initialisation probability.""" + _DU_ARGS + "\n    "
 
-    sampler: AbstractSampler
-    steps: int
-    init_from: str
-    num_chains: int | None
-    energy_reg: float
-    noise: str
-    buffer_size: int
-    reinit_prob: float
+    init_from: str = "persistent"
+    buffer_size: int = 10_000
+    reinit_prob: float = 0.05
 
     def __init__(
         self,
@@ -205,11 +342,14 @@ class MaximumLikelihood(_AbstractMaximumLikelihood):
         noise: str = "gaussian",
         buffer_size: int = 10_000,
         reinit_prob: float = 0.05,
+        kl_weight: float = 0.0,
+        kl_steps: int | None = 1,
+        entropy_weight: float = 0.0,
     ):
         self.sampler, self.steps, self.init_from = sampler, steps, init
         self.num_chains, self.energy_reg, self.noise = num_chains, energy_reg, noise
         self.buffer_size, self.reinit_prob = buffer_size, reinit_prob
-        self._check()
+        self.kl_weight, self.kl_steps, self.entropy_weight = kl_weight, kl_steps, entropy_weight
 
     @property
     def chain_start(self) -> str:
@@ -217,86 +357,92 @@ class MaximumLikelihood(_AbstractMaximumLikelihood):
 
 
 class ContrastiveDivergence(_AbstractMaximumLikelihood):
-    r"""CD-k (Hinton 2002): ``steps`` MCMC steps started **at the data batch**.
+    __doc__ = r"""CD-k (Hinton 2002): ``steps`` MCMC steps started **at the data batch**.
 
-    This is the one variant here that is contrastive divergence: its update is the
-    gradient of ``KL(p_d || p) - KL(T^k p_d || p)`` with the term that flows through
-    the theta-dependence of ``T^k p_d`` dropped (as every implementation does; Gagnon &
-    Lajoie 2022). It is not the ML gradient: for small ``k`` it learns a model whose
-    k-step chains barely leave the data, and spurious modes away from data go unseen.
-    """
+    - Chains start: at the data batch, every update.
+    - Objective: the contrastive divergence
+      ``CD_k = KL(p_d || p_theta) - KL(T_theta^k p_d || p_theta)`` (non-negative because
+      the chains start at ``p_d`` and ``T`` leaves ``p_theta`` invariant). This is the one
+      variant here that is contrastive divergence.
+    - Dropped: the gradient of ``CD_k`` has a third term,
+      ``-grad_theta^{(q)} KL(q_theta || p_theta)`` through the theta-dependence of
+      ``q_theta = T_theta^k p_d``; every implementation drops it, and so does this one
+      (Gagnon & Lajoie 2022). It is not the ML gradient: for small ``k`` the chains barely
+      leave the data, and spurious modes far from data go unseen and uncorrected.
+    - ``kl_weight`` adds the Du et al. (2020) term ``+grad^{(q)} KL(q_theta||p_sg)``,
+      which has the opposite sign of the dropped term: it does not restore exact CD.
 
-    sampler: AbstractSampler
+    Arguments:
+        sampler: the MCMC kernel. steps: k (default 1). num_chains: must stay ``None``
+            (one chain per data example). energy_reg, noise: as ``MaximumLikelihood``.""" + _DU_ARGS + "\n    "
+
     steps: int = 1
     num_chains: None = None
-    energy_reg: float = 0.0
-    noise: str = "gaussian"
     chain_start: ClassVar[str] = "data"
-
-    def __check_init__(self):
-        self._check()
 
 
 class PersistentCD(_AbstractMaximumLikelihood):
-    r"""Persistent contrastive divergence (Tieleman 2008), a.k.a. stochastic maximum
-    likelihood (Younes 1989): ``num_chains`` chains (default: the batch size) started
-    from noise once and carried across parameter updates, ``steps`` per update.
+    __doc__ = r"""Persistent contrastive divergence (Tieleman 2008), a.k.a. stochastic maximum
+    likelihood (Younes 1989).
 
-    Despite the name it is not CD: it is a stochastic approximation of the *maximum
-    likelihood* gradient, consistent when the chains mix and the learning rate is small
-    (Gagnon & Lajoie 2022). Chains are re-initialised on the updated model each step.
-    """
+    - Chains start: ``num_chains`` chains (default: the batch size) drawn from the noise
+      distribution once, then carried across parameter updates, ``steps`` per update.
+    - Objective: **maximum likelihood**, ``KL(p_d || p_theta)``; the negatives are a
+      stochastic approximation of ``E_p[grad E]``. Despite the name it is not CD.
+    - Dropped: nothing in the limit (chains that mix, a small learning rate); in practice
+      the bias of chains lagging behind the changing parameters (Gagnon & Lajoie 2022).
+      Chains are re-initialised (``sampler.init``) on the updated model each step.
 
-    sampler: AbstractSampler
-    steps: int = 20
-    num_chains: int | None = None
-    energy_reg: float = 0.0
-    noise: str = "gaussian"
+    Arguments:
+        sampler: the MCMC kernel. steps: steps per update. num_chains: persistent chains
+            (default the batch size). energy_reg, noise: as ``MaximumLikelihood``.""" + _DU_ARGS + "\n    "
+
     chain_start: ClassVar[str] = "persistent"
-
-    def __check_init__(self):
-        self._check()
 
 
 class ShortRunML(_AbstractMaximumLikelihood):
-    r"""Short-run MCMC from noise (Nijkamp et al. 2019): every update starts fresh chains
-    from the noise distribution and runs ``steps`` steps.
+    __doc__ = r"""Short-run MCMC from noise (Nijkamp et al. 2019).
 
-    Maximum likelihood with a *biased* sampler, **not** contrastive divergence (Gagnon &
-    Lajoie 2022): the chains never reach the model, so what is learned is an energy
-    whose k-step flow from noise matches the data. Its short-run samples can look good
-    while its density (long-run chains, NLL) is wrong.
-    """
+    - Chains start: fresh draws from the noise distribution (a Gaussian or box fitted to
+      the data) at every update; ``steps`` steps; nothing persists.
+    - Objective: the ML gradient with a **biased sampler**,
+      ``E_data[grad E] - E_{q_theta}[grad E]`` with ``q_theta = T_theta^k q_0`` the k-step
+      distribution from noise. **Not contrastive divergence** (Gagnon & Lajoie 2022): the
+      chains never start at the data, so ``KL(p_d||p) - KL(q_theta||p)`` is not a
+      divergence. It is stationary once the short-run samples match the data in the
+      statistics ``grad_theta E``: the model learns an energy whose k-step flow from noise
+      looks right, not a density that is right. Short-run samples can look good while
+      long-run chains and the NLL are wrong (``evaluate.long_run`` shows it).
+    - Dropped: the gap between ``q_theta`` and ``p_theta`` (the chains are far from
+      equilibrium) and the theta-dependence of ``q_theta``.
 
-    sampler: AbstractSampler
-    steps: int = 20
-    num_chains: int | None = None
-    energy_reg: float = 0.0
-    noise: str = "gaussian"
+    Arguments:
+        sampler: the MCMC kernel. steps: k. num_chains: chains per update (default the
+            batch size). energy_reg, noise: as ``MaximumLikelihood``.""" + _DU_ARGS + "\n    "
+
     chain_start: ClassVar[str] = "noise"
-
-    def __check_init__(self):
-        self._check()
 
 
 class ReplayBufferML(_AbstractMaximumLikelihood):
-    r"""Replay-buffer training (Du & Mordatch 2019): chains start at draws from a buffer
-    of past samples, each replaced by fresh noise with probability ``reinit_prob``
-    (5%); after ``steps`` steps they are written back.
+    __doc__ = r"""Replay-buffer training (Du & Mordatch 2019; with ``kl_weight`` and
+    ``entropy_weight``, Du et al. 2020).
 
-    Maximum likelihood with a *biased* sampler, **not** contrastive divergence although
-    the IGEBM papers call it so (Gagnon & Lajoie 2022): between persistent chains (ML)
-    and short-run chains (biased ML), depending on ``reinit_prob``.
-    """
+    - Chains start: draws from a buffer of ``buffer_size`` past end points, each replaced
+      by fresh noise with probability ``reinit_prob`` (5%); after ``steps`` steps they are
+      written back.
+    - Objective: the ML gradient with a **biased sampler**, **not contrastive divergence**
+      although the IGEBM papers call it so (Gagnon & Lajoie 2022): the negatives come
+      from a mixture of chains of many ages, between persistent chains (ML, as
+      ``reinit_prob -> 0``) and short-run chains from noise (biased ML, as it -> 1).
+    - Dropped: the gap between the buffer's chain distribution and ``p_theta``, and its
+      theta-dependence. The Du et al. KL term (``kl_weight``) pulls the sampler toward the
+      model; it is not CD's dropped term (opposite sign).
 
-    sampler: AbstractSampler
-    steps: int = 20
-    num_chains: int | None = None
-    energy_reg: float = 0.0
-    noise: str = "gaussian"
+    Arguments:
+        sampler: the MCMC kernel. steps: steps per update. num_chains: chains per update
+            (default the batch size). energy_reg, noise: as ``MaximumLikelihood``.
+        buffer_size, reinit_prob: buffer size and per-draw re-initialisation probability.""" + _DU_ARGS + "\n    "
+
     buffer_size: int = 10_000
     reinit_prob: float = 0.05
     chain_start: ClassVar[str] = "buffer"
-
-    def __check_init__(self):
-        self._check()

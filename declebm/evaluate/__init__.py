@@ -4,3 +4,8 @@ from ._grid import grid_log_prob as grid_log_prob
 from ._grid import grid_log_z as grid_log_z
 from ._grid import grid_nll as grid_nll
 from ._grid import grid_points as grid_points
+from ._mmd import median_bandwidth as median_bandwidth
+from ._mmd import mmd as mmd
+from ._long_run import LongRunReport as LongRunReport
+from ._long_run import long_run as long_run
+from ._entropy import nearest_neighbour_entropy as nearest_neighbour_entropy

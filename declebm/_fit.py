@@ -86,6 +86,7 @@ class _Progress:
         self.t_last = self.t0
         self.step_last = None
         self.last_print = -1.0
+        self.t_print = self.t0
 
     def update(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -99,9 +100,9 @@ class _Progress:
         done = step >= self.num_steps
         # Off a terminal, print about every 10% (or every 30 s) so logs stay short.
         if not self.tty and not done and self.last_print >= 0:
-            if step < self.last_print + self.num_steps / 10 and now - self.t_last < 30:
+            if step < self.last_print + self.num_steps / 10 and now - self.t_print < 30:
                 return
-        self.last_print = step
+        self.last_print, self.t_print = step, now
         shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         line = f"[declebm] step {step}/{self.num_steps}  {rate}  {shown}"
         if self.tty:

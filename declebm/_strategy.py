@@ -30,9 +30,9 @@ class AbstractStrategy(eqx.Module):
       ``log_z`` at an importance-sampling estimate). Also an addition to DESIGN.
     """
 
-    @abc.abstractmethod
     def init(self, model: Any, data: Float[Array, "n *event"], key: PRNGKeyArray, *, batch_size: int | None = None) -> PyTree:
-        ...
+        """The training state; ``None`` for strategies that keep none (score matching)."""
+        return None
 
     @abc.abstractmethod
     def loss(

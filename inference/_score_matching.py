@@ -98,11 +98,6 @@ class ExactScoreMatching(AbstractStrategy):
         _check_flag(self.hutchinson, "hutchinson")
         check_positive(self.num_probes, "num_probes", integer=True)
 
-    def init(
-        self, model: EBM, data: Float[Array, "n *event"], key: PRNGKeyArray, *, batch_size: int | None = None
-    ) -> None:
-        return None
-
     def loss(
         self, model: EBM, batch: Float[Array, "batch *event"], state: None, key: PRNGKeyArray
     ) -> _Loss:
@@ -151,11 +146,6 @@ class SlicedScoreMatching(AbstractStrategy):
         _check_flag(self.variance_reduction, "variance_reduction")
         if self.projection not in _PROJECTIONS:
             raise ValueError(f"projection: expected one of {_PROJECTIONS}, got {self.projection!r}")
-
-    def init(
-        self, model: EBM, data: Float[Array, "n *event"], key: PRNGKeyArray, *, batch_size: int | None = None
-    ) -> None:
-        return None
 
     def loss(
         self, model: EBM, batch: Float[Array, "batch *event"], state: None, key: PRNGKeyArray

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from ._mlp import check_mlp_sizes
+
 
 class NoiseConditionedMLPEnergy(eqx.Module):
     r"""An energy that takes the noise level as input, NCSN style:
@@ -47,9 +49,7 @@ class NoiseConditionedMLPEnergy(eqx.Module):
         default_sigma: float = 0.1,
         key: PRNGKeyArray,
     ):
-        for name, v in (("in_size", in_size), ("width", width), ("depth", depth)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "depth" else 1):
-                raise ValueError(f"NoiseConditionedMLPEnergy({name}=...): expected a positive integer, got {v!r}")
+        check_mlp_sizes("NoiseConditionedMLPEnergy", in_size, width, depth)
         if isinstance(default_sigma, bool) or not isinstance(default_sigma, (int, float)) or not default_sigma > 0:
             raise ValueError(
                 f"NoiseConditionedMLPEnergy(default_sigma=...): expected a positive number, got {default_sigma!r}"

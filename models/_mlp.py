@@ -9,6 +9,13 @@ import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 
+def check_mlp_sizes(owner: str, in_size: int, width: int, depth: int) -> None:
+    """Positive integer sizes (``depth`` may be 0: a linear energy)."""
+    for name, v in (("in_size", in_size), ("width", width), ("depth", depth)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "depth" else 1):
+            raise ValueError(f"{owner}({name}=...): expected a positive integer, got {v!r}")
+
+
 class MLPEnergy(eqx.Module):
     r"""``E(x) = MLP(x)``: an ``in_size -> width -> ... -> 1`` perceptron with ``depth``
     hidden layers (Swish/SiLU by default, as in Neklyudov et al. 2021 and Song & Kingma
@@ -33,9 +40,7 @@ class MLPEnergy(eqx.Module):
         *,
         key: PRNGKeyArray,
     ):
-        for name, v in (("in_size", in_size), ("width", width), ("depth", depth)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "depth" else 1):
-                raise ValueError(f"MLPEnergy({name}=...): expected a positive integer, got {v!r}")
+        check_mlp_sizes("MLPEnergy", in_size, width, depth)
         self.in_size = in_size
         self.mlp = eqx.nn.MLP(in_size, "scalar", width, depth, activation=activation, key=key)
 

@@ -12,18 +12,7 @@ import declebm as eb
 from declebm.inference import NCE, NCEState
 from declebm.models import GaussianEnergy, MLPEnergy
 
-NUM_EXAMPLES, BATCH, STEPS = 4096, 256, 400
-
-
-def gaussian_problem(dim, seed):
-    rng = np.random.default_rng(dim)
-    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
-    cov = q @ np.diag(np.linspace(0.5, 2.0, dim)) @ q.T
-    mu = rng.uniform(-1.0, 1.0, size=dim)
-    k_data, k_fit = jax.random.split(jax.random.key(seed))
-    chol = jnp.asarray(np.linalg.cholesky(cov).T, jnp.float32)
-    data = jnp.asarray(mu, jnp.float32) + jax.random.normal(k_data, (NUM_EXAMPLES, dim)) @ chol
-    return data, k_fit
+BATCH, STEPS = 256, 400
 
 
 # NCE is consistent: with infinitely many noise samples its finite-data optimum differs from the
@@ -37,7 +26,7 @@ TOL = {2: (0.03, 0.08, 0.03), 5: (0.03, 0.08, 0.03)}
 
 
 @pytest.mark.parametrize("dim", [2, 5])
-def test_gaussian_recovery_and_log_z(dim):
+def test_gaussian_recovery_and_log_z(dim, gaussian_problem):
     data, key = gaussian_problem(dim, seed=0)
     e0 = GaussianEnergy(jnp.zeros(dim))
     # log_z starts at 0 (4.6 nats off in 5-D); NCE's init_model sets it by importance sampling.
@@ -135,7 +124,7 @@ def test_bad_noise():
 
 
 @pytest.mark.parametrize("dim", [2, 5])
-def test_init_model_estimates_log_z_by_importance_sampling(dim):
+def test_init_model_estimates_log_z_by_importance_sampling(dim, gaussian_problem):
     data, _ = gaussian_problem(dim, seed=1)
     e0 = GaussianEnergy(jnp.zeros(dim))
     model = NCE().init_model(eb.EBM(e0), data, jax.random.key(3))

@@ -11,20 +11,8 @@ import declebm as eb
 from declebm.inference import DenoisingScoreMatching, ExactScoreMatching, SlicedScoreMatching
 from declebm.models import GaussianEnergy, MLPEnergy
 
-NUM_EXAMPLES, BATCH, STEPS = 4096, 256, 400
+BATCH, STEPS = 256, 400
 DSM_SIGMA = 0.5
-
-
-def gaussian_problem(dim, seed):
-    """A correlated Gaussian with covariance eigenvalues in [0.5, 2] and mean in [-1, 1]^d."""
-    rng = np.random.default_rng(dim)
-    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
-    cov = q @ np.diag(np.linspace(0.5, 2.0, dim)) @ q.T
-    mu = rng.uniform(-1.0, 1.0, size=dim)
-    k_data, k_fit = jax.random.split(jax.random.key(seed))
-    chol = jnp.asarray(np.linalg.cholesky(cov).T, jnp.float32)
-    data = jnp.asarray(mu, jnp.float32) + jax.random.normal(k_data, (NUM_EXAMPLES, dim)) @ chol
-    return data, k_fit
 
 
 def fit_gaussian_energy(strategy, data, key):
@@ -60,7 +48,7 @@ CASES = {
 
 @pytest.mark.parametrize("dim", [2, 5])
 @pytest.mark.parametrize("case", list(CASES))
-def test_gaussian_recovery(case, dim):
+def test_gaussian_recovery(case, dim, gaussian_problem):
     make, tol_mean, tol_cov, bias_sigma = CASES[case]
     data, key = gaussian_problem(dim, seed=0)
     energy = fit_gaussian_energy(make(), data, key).energy_module

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -237,7 +236,6 @@ def fit(
     check_energy(model, model.event_shape)
 
     chunk_size = min(chunk_size or 100, num_steps)
-    num_chunks = math.ceil(num_steps / chunk_size)
 
     # ---- initial state ---------------------------------------------------------------
     init_key, train_key = jax.random.split(key)

@@ -29,6 +29,26 @@ def initial_positions(model: EBM, num_samples: int, key: PRNGKeyArray) -> Float[
     return jax.random.normal(key, (num_samples,) + tuple(model.event_shape))
 
 
+def fit_noise(data: Float[Array, "n *event"], kind: str = "gaussian") -> tuple[Array, Array]:
+    """A per-coordinate start distribution fitted to ``data``: ``(loc, scale)`` with
+    ``"gaussian"`` = (mean, std) and ``"uniform"`` = (centre, half-width) of the
+    bounding box. Draw from it with ``draw_noise``."""
+    if kind == "gaussian":
+        return jnp.mean(data, 0), jnp.std(data, 0) + 1e-6
+    lo, hi = jnp.min(data, 0), jnp.max(data, 0)
+    return 0.5 * (lo + hi), 0.5 * (hi - lo) + 1e-6
+
+
+def draw_noise(loc: Array, scale: Array, kind: str, n: int, key: PRNGKeyArray) -> Float[Array, "n *event"]:
+    """``n`` draws of ``loc + scale * z``, ``z ~ N(0, I)`` or ``U(-1, 1)``."""
+    shape = (n,) + loc.shape
+    if kind == "gaussian":
+        z = jax.random.normal(key, shape)
+    else:
+        z = jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
+    return loc + scale * z
+
+
 @eqx.filter_jit
 def _run(sampler, model, x, num_steps, key, kwargs):
     return sampler.run(model, x, num_steps, key, **kwargs)

@@ -34,8 +34,8 @@ class AbstractSampler(eqx.Module):
       ``(num_chains, *event_shape)``;
     - ``step(model, state, key, **kwargs) -> (state, SamplerInfo)`` advances every chain;
     - ``run(model, x, num_steps, key, **kwargs) -> (x, SamplerInfo)`` runs a ``lax.scan``
-      of ``num_steps`` steps and returns the final positions and the per-step info
-      averaged over chains.
+      of ``num_steps`` steps (``scan_steps``) and returns the final positions and the
+      per-step info averaged over chains.
 
     ``model`` is anything with ``log_prob_unnorm(x, **kwargs)`` for one example (an
     ``EBM`` or a conditional target built from one); it is an argument, not a field, so
@@ -81,11 +81,11 @@ class AbstractSampler(eqx.Module):
 
         return jax.vmap(one)(keys, state, mapped)
 
-    def run(
-        self, model: Any, x: Float[Array, "chains *event"], num_steps: int, key: PRNGKeyArray, **kwargs
-    ) -> tuple[Float[Array, "chains *event"], SamplerInfo]:
-        check_positive(num_steps, "num_steps", integer=True)
-        state = self.init(model, x, **kwargs)
+    def scan_steps(
+        self, model: Any, state: PyTree, keys: PRNGKeyArray, **kwargs
+    ) -> tuple[PyTree, SamplerInfo]:
+        """``len(keys)`` steps from ``state`` in a ``lax.scan``, step ``i`` with ``keys[i]``.
+        Returns the final state and the per-step info averaged over chains."""
 
         def body(state, k):
             state, info = self.step(model, state, k, **kwargs)
@@ -93,5 +93,12 @@ class AbstractSampler(eqx.Module):
                 jnp.mean(info.acceptance_rate.astype(jnp.float32)), jnp.mean(info.is_divergent.astype(jnp.float32))
             )
 
-        state, info = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+        return jax.lax.scan(body, state, keys)
+
+    def run(
+        self, model: Any, x: Float[Array, "chains *event"], num_steps: int, key: PRNGKeyArray, **kwargs
+    ) -> tuple[Float[Array, "chains *event"], SamplerInfo]:
+        check_positive(num_steps, "num_steps", integer=True)
+        state = self.init(model, x, **kwargs)
+        state, info = self.scan_steps(model, state, jax.random.split(key, num_steps), **kwargs)
         return state.position, info

@@ -80,7 +80,6 @@ from __future__ import annotations
 
 from typing import ClassVar, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -88,6 +87,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from declebm import AbstractSampler, AbstractStrategy
 from declebm._checks import check_positive, check_probability
 from declebm._ebm import stop_gradient
+from declebm._sample import draw_noise, fit_noise
 from declebm.evaluate import nearest_neighbour_entropy
 
 _STARTS = ("data", "persistent", "noise", "buffer")
@@ -179,19 +179,10 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
             )
 
     def _noise(self, state: MCMCState, n: int, key) -> Array:
-        shape = (n,) + state.noise_loc.shape
-        if self.noise == "gaussian":
-            z = jax.random.normal(key, shape)
-        else:
-            z = jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
-        return state.noise_loc + state.noise_scale * z
+        return draw_noise(state.noise_loc, state.noise_scale, self.noise, n, key)
 
     def init(self, model, data, key, *, batch_size=None) -> MCMCState:
-        if self.noise == "gaussian":
-            loc, scale = jnp.mean(data, 0), jnp.std(data, 0) + 1e-6
-        else:
-            lo, hi = jnp.min(data, 0), jnp.max(data, 0)
-            loc, scale = 0.5 * (lo + hi), 0.5 * (hi - lo) + 1e-6
+        loc, scale = fit_noise(data, self.noise)
         state = MCMCState(jnp.zeros((0,) + data.shape[1:], data.dtype), loc, scale)
         if self.chain_start == "persistent":
             n = self.num_chains or batch_size or 256
@@ -203,14 +194,8 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
     def _segment(self, model, x: Array, keys: Array) -> tuple[Array, Array]:
         """``len(keys)`` sampler steps from ``x`` on ``model``; returns the end points and
         the per-step mean acceptance rates."""
-        state = self.sampler.init(model, x)
-
-        def body(state, k):
-            state, info = self.sampler.step(model, state, k)
-            return state, jnp.mean(info.acceptance_rate.astype(jnp.float32))
-
-        state, acceptance = jax.lax.scan(body, state, keys)
-        return state.position, acceptance
+        state, info = self.sampler.scan_steps(model, self.sampler.init(model, x), keys)
+        return state.position, info.acceptance_rate
 
     def _chain(self, model, x0: Array, key: PRNGKeyArray) -> tuple[Array, Array]:
         """Run ``steps`` sampler steps from ``x0``. Returns ``(x_k, mean acceptance)``.

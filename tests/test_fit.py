@@ -6,8 +6,8 @@ import optax
 import pytest
 
 import declebm as eb
-from declebm.inference import MALA, Langevin, PersistentCD
-from declebm.models import GaussianEnergy, MLPEnergy
+from declebm.inference import Langevin, PersistentCD
+from declebm.models import MLPEnergy
 
 TRACES = {"loss": 0}
 

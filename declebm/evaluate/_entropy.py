@@ -7,6 +7,8 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._mmd import sq_dists
+
 _EULER_GAMMA = 0.5772156649015329
 
 
@@ -31,9 +33,7 @@ def nearest_neighbour_entropy(x: Float[Array, "n *event"]) -> Float[Array, ""]:
         raise ValueError(f"x: the nearest-neighbour entropy needs at least 2 samples, got {n}")
     flat = x.reshape(n, -1)
     d = flat.shape[1]
-    sq_norm = jnp.sum(flat**2, axis=1)
-    sq = sq_norm[:, None] + sq_norm[None, :] - 2.0 * flat @ flat.T
-    sq = jnp.where(jnp.eye(n, dtype=bool), jnp.inf, jnp.maximum(sq, 1e-12))
+    sq = jnp.where(jnp.eye(n, dtype=bool), jnp.inf, jnp.maximum(sq_dists(flat, flat), 1e-12))
     log_rho = 0.5 * jnp.log(jnp.min(sq, axis=1))
     log_unit_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1.0)
     return d * jnp.mean(log_rho) + log_unit_ball + math.log(n - 1) + _EULER_GAMMA

@@ -22,7 +22,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from .._checks import check_examples, check_key, check_positive
 from .._ebm import EBM, check_energy
-from .._sample import initial_positions
+from .._sample import draw_noise, fit_noise, initial_positions
 from .._sampler import AbstractSampler
 from ._mmd import median_bandwidth, mmd
 
@@ -135,14 +135,10 @@ def _run_checkpoints(sampler: AbstractSampler, model: EBM, x0: Array, lengths: t
         state, saved = carry
         index, k = inp
 
-        def one(state, kk):
-            state, info = sampler.step(model, state, kk)
-            return state, jnp.mean(info.acceptance_rate.astype(jnp.float32))
-
-        state, acc = jax.lax.scan(one, state, jax.random.split(k, seg))
+        state, info = sampler.scan_steps(model, state, jax.random.split(k, seg))
         hit = (targets == (index + 1) * seg).reshape((-1,) + (1,) * x0.ndim)
         saved = jnp.where(hit, state.position[None], saved)
-        return (state, saved), jnp.mean(acc)
+        return (state, saved), jnp.mean(info.acceptance_rate)
 
     inputs = (jnp.arange(num_segments, dtype=jnp.int32), jax.random.split(key, num_segments))
     (_, saved), acceptance = jax.lax.scan(segment, (state0, saved0), inputs)
@@ -230,9 +226,7 @@ def long_run(
     # ---- the two starts ------------------------------------------------------------
     if isinstance(noise, str):
         if noise == "gaussian":
-            x_noise = jnp.mean(data, 0) + (jnp.std(data, 0) + 1e-6) * jax.random.normal(
-                k_noise, (num_chains,) + data.shape[1:]
-            )
+            x_noise = draw_noise(*fit_noise(data, "gaussian"), "gaussian", num_chains, k_noise)
         elif noise == "base":
             x_noise = initial_positions(model, num_chains, k_noise)
         else:

@@ -29,7 +29,8 @@ def _flat(x: Any, name: str) -> Array:
     return arr.reshape(arr.shape[0], -1)
 
 
-def _sq_dists(a: Array, b: Array) -> Array:
+def sq_dists(a: Array, b: Array) -> Array:
+    """Pairwise squared Euclidean distances between the rows of ``a`` and ``b``."""
     sq = jnp.sum(a**2, 1)[:, None] + jnp.sum(b**2, 1)[None, :] - 2.0 * a @ b.T
     return jnp.maximum(sq, 0.0)
 
@@ -41,7 +42,7 @@ def median_bandwidth(x: Float[ArrayLike, "n ..."], y: Float[ArrayLike, "m ..."] 
     a = _flat(x, "x")[:_MEDIAN_POINTS]
     if y is not None:
         a = jnp.concatenate([a, _flat(y, "y")[:_MEDIAN_POINTS]])
-    sq = _sq_dists(a, a)
+    sq = sq_dists(a, a)
     n = a.shape[0]
     off = sq[~np.eye(n, dtype=bool)]
     return jnp.sqrt(jnp.median(off))
@@ -59,9 +60,9 @@ def _mmd2(x: Array, y: Array, bandwidths: Array) -> Array:
             return (total - jnp.trace(k)) / (size * (size - 1))
         return total / (sq.shape[0] * sq.shape[1])
 
-    kxx = mean_kernel(_sq_dists(x, x), True)
-    kyy = mean_kernel(_sq_dists(y, y), True)
-    kxy = mean_kernel(_sq_dists(x, y), False)
+    kxx = mean_kernel(sq_dists(x, x), True)
+    kyy = mean_kernel(sq_dists(y, y), True)
+    kxy = mean_kernel(sq_dists(x, y), False)
     return kxx + kyy - 2.0 * kxy
 
 

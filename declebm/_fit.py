@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -16,6 +15,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ._checks import check_examples, check_key, check_positive
+from ._checkpoint import load_checkpoint, save_checkpoint
 from ._ebm import EBM, check_energy, trainable_filter
 from ._strategy import AbstractStrategy
 
@@ -113,49 +113,6 @@ class _Progress:
     def close(self) -> None:
         if self.tty and self.step_last is not None and self.step_last < self.num_steps:
             sys.stderr.write("\n")
-
-
-_CKPT = "checkpoint.eqx"
-_META = "checkpoint.json"
-
-
-def _atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, mode) as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _save_checkpoint(directory: str, carry: _Carry, history: dict, meta: dict) -> None:
-    os.makedirs(directory, exist_ok=True)
-    # Leaves first, then the metadata that points at them: a crash between the two
-    # leaves the previous metadata, which is then detected as a step mismatch.
-    _atomic_write(os.path.join(directory, _CKPT), lambda f: eqx.tree_serialise_leaves(f, carry))
-    payload = dict(meta, history={k: np.asarray(v).tolist() for k, v in history.items()})
-    _atomic_write(os.path.join(directory, _META), lambda f: json.dump(payload, f), mode="w")
-
-
-def _load_checkpoint(directory: str, like: _Carry, meta: dict) -> tuple[_Carry, dict] | None:
-    mpath, cpath = os.path.join(directory, _META), os.path.join(directory, _CKPT)
-    if not os.path.exists(mpath) or not os.path.exists(cpath):
-        return None
-    with open(mpath) as f:
-        saved = json.load(f)
-    for k in ("batch_size", "strategy", "event_shape"):
-        if saved.get(k) != meta.get(k):
-            raise ValueError(
-                f"resume=True: the checkpoint in {directory!r} was written with {k}={saved.get(k)!r}, "
-                f"this call has {k}={meta.get(k)!r}"
-            )
-    carry = eqx.tree_deserialise_leaves(cpath, like)
-    if int(carry.step) != saved["step"]:
-        raise ValueError(
-            f"resume=True: checkpoint files in {directory!r} disagree (step {int(carry.step)} vs {saved['step']})"
-        )
-    history = {k: np.asarray(v) for k, v in saved["history"].items()}
-    return carry, history
 
 
 def fit(
@@ -257,7 +214,7 @@ def fit(
         "event_shape": list(model.event_shape),
     }
     if resume:
-        loaded = _load_checkpoint(os.fspath(checkpoint_dir), carry, meta)
+        loaded = load_checkpoint(os.fspath(checkpoint_dir), carry, meta)
         if loaded is not None:
             carry, saved_history = loaded
             history = {k: list(v) for k, v in saved_history.items()}
@@ -330,13 +287,13 @@ def fit(
                 if cb(step, means, current) is True:
                     stop_early = True
             if checkpoint_dir is not None and (step >= num_steps or stop_early or (next_ckpt and step >= next_ckpt)):
-                _save_checkpoint(os.fspath(checkpoint_dir), carry, history, dict(meta, step=step))
+                save_checkpoint(os.fspath(checkpoint_dir), carry, history, dict(meta, step=step))
                 if next_ckpt:
                     next_ckpt = (step // checkpoint_every + 1) * checkpoint_every
     except KeyboardInterrupt:
         if checkpoint_dir is not None:
             done = carry if not bool(carry.diverged) else last_good
-            _save_checkpoint(os.fspath(checkpoint_dir), done, history, dict(meta, step=int(done.step)))
+            save_checkpoint(os.fspath(checkpoint_dir), done, history, dict(meta, step=int(done.step)))
         raise
     finally:
         bar.close()

@@ -50,3 +50,19 @@ def load_checkpoint(directory: str, like: Any, meta: dict) -> tuple[Any, dict] |
         )
     history = {k: np.asarray(v) for k, v in saved["history"].items()}
     return carry, history
+
+
+def check_checkpoint_dir(path: Any) -> str:
+    """``checkpoint_dir`` checked before training: a path that is, or can become, a
+    writable directory."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_dir: expected a path (str or os.PathLike), got {type(path).__name__}")
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"checkpoint_dir: {path!r} exists and is not a directory")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent) or "."
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"checkpoint_dir: {path!r} is not writable (no write permission in {parent!r})")
+    return path

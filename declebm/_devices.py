@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import equinox as eqx
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
@@ -82,6 +83,12 @@ def check_state_divides(mesh: Mesh | None, state: PyTree, per_chain: PyTree) -> 
 
 def place(tree: PyTree, shardings: PyTree) -> PyTree:
     return jax.device_put(tree, shardings)
+
+
+def replicate_model(model: Any, mesh: Mesh) -> Any:
+    """A copy of ``model`` with every array on every device of ``mesh``."""
+    arrays, rest = eqx.partition(model, eqx.is_array)
+    return eqx.combine(place(arrays, replicated(mesh)), rest)
 
 
 def constrain(tree: PyTree, shardings: PyTree) -> PyTree:

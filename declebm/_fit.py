@@ -14,6 +14,9 @@ from jaxtyping import PRNGKeyArray, PyTree
 
 from ._checks import check_examples, check_key, check_positive
 from ._checkpoint import check_checkpoint_dir, load_checkpoint
+from ._devices import (
+    check_divides, check_state_divides, make_mesh, place, replicate_model, replicated, split, state_shardings,
+)
 from ._ebm import EBM, check_energy, trainable_filter
 from ._guard import DivergenceGuard
 from ._loop import TrainingDivergedError, train_loop
@@ -50,6 +53,20 @@ def strong_dtypes(tree: PyTree) -> PyTree:
     """Every weak-typed array leaf (``jnp.array(-2.0)``) made strongly typed, same dtype, so
     that the first update does not change the leaf's type and force a recompile."""
     return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype) if getattr(x, "weak_type", False) else x, tree)
+
+
+def _place_data(data: Any, mesh: jax.sharding.Mesh, shard: bool) -> Any:
+    """The data on the mesh: a copy on every device, or its rows split over the devices
+    (with several processes, each passes its own rows and they form one global array)."""
+    if not shard:
+        return place(data, replicated(mesh))
+    local = len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
+    rows = data.shape[0] - data.shape[0] % local
+    if rows == 0:
+        raise ValueError(f"data: {data.shape[0]} examples cannot be split over {local} devices")
+    if jax.process_count() == 1:
+        return place(data[:rows], split(mesh))
+    return jax.make_array_from_process_local_data(split(mesh), np.asarray(data[:rows]))
 
 
 def _check_fit_options(
@@ -107,6 +124,8 @@ def fit(
     checkpoint_every: int | None = None,
     resume: bool = False,
     divergence_guard: DivergenceGuard | None = DivergenceGuard(),
+    devices: Sequence[jax.Device] | jax.sharding.Mesh | None = None,
+    shard_data: bool | None = None,
 ) -> FitResult:
     r"""Train ``model`` on ``data`` with ``strategy``.
 
@@ -139,6 +158,21 @@ def fit(
         divergence_guard: when a run counts as diverged and what then happens (see
             ``DivergenceGuard``: energy spread growing by ``max_growth``, optional rollback
             with a lower learning rate); ``None`` keeps only the non-finite check.
+        devices: train data parallel over these devices (a list such as ``jax.devices()``,
+            or a one-axis ``jax.sharding.Mesh`` with axis ``"data"``); default one device.
+            The batch and the strategy's per-chain state (persistent chains, replay
+            buffer, particles) are split over the devices, parameters and optimizer
+            state replicated, and the compiler averages the gradients. ``batch_size`` and
+            the chain counts must be multiples of the number of devices. With the same
+            key, training on 1 or 8 devices gives the same result up to float
+            reassociation. On a CPU, XLA exposes one device per core with
+            ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before JAX starts.
+        shard_data: split the data's rows over the devices instead of copying the data to
+            every device (default: only when several processes run, multi-host through
+            ``jax.distributed.initialize``, where each process passes its own rows). Each
+            device then draws its part of the batch from its own rows, so the batches, and
+            the result, depend on the number of devices. Rows beyond a multiple of the
+            number of (local) devices are left out.
 
     Raises:
         TrainingDivergedError: a step went non-finite or the energies blew up. The bad
@@ -161,7 +195,18 @@ def fit(
         callbacks=callbacks, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
         resume=resume, divergence_guard=divergence_guard,
     )
+    mesh = make_mesh(devices)
+    if shard_data is None:
+        shard_data = mesh is not None and jax.process_count() > 1
+    elif not isinstance(shard_data, bool):
+        raise TypeError(f"shard_data: expected True, False or None, got {shard_data!r}")
+    if shard_data and mesh is None:
+        raise ValueError("shard_data: splitting the data needs several devices; pass devices=")
+    if mesh is not None:
+        check_divides(mesh, batch_size, "batch_size")
     data = check_examples(data, "data", model.event_shape)
+    if mesh is not None:
+        data = _place_data(data, mesh, shard_data)
     if batch_size > data.shape[0]:
         raise ValueError(f"batch_size: {batch_size} is larger than the number of examples in data ({data.shape[0]})")
     if model.event_shape is None:
@@ -175,6 +220,8 @@ def fit(
     init_key, train_key = jax.random.split(key)
     model = strong_dtypes(strategy.init_model(model, data, jax.random.fold_in(init_key, 1)))
     strategy_state = strong_dtypes(strategy.init(model, data, init_key, batch_size=batch_size))
+    if mesh is not None:  # every array of the model (trained or not) on every device
+        model = replicate_model(model, mesh)
     params, static = eqx.partition(model, trainable_filter(model))
     carry = Carry(
         params=params,
@@ -185,6 +232,20 @@ def fit(
         diverged=jnp.asarray(False),
         step=jnp.asarray(0, dtype=jnp.int32),
     )
+    if mesh is not None:
+        rep = replicated(mesh)
+        per_chain = strategy.per_chain(carry.strategy_state)
+        check_state_divides(mesh, carry.strategy_state, per_chain)
+        shardings = Carry(
+            params=jax.tree.map(lambda _: rep, carry.params),
+            opt_state=jax.tree.map(lambda _: rep, carry.opt_state),
+            strategy_state=state_shardings(mesh, carry.strategy_state, per_chain),
+            ema=jax.tree.map(lambda _: rep, carry.ema),
+            lr_scale=rep,
+            diverged=rep,
+            step=rep,
+        )
+        carry = place(carry, shardings)
     history: dict[str, list] = {}
     meta = {"batch_size": batch_size, "strategy": type(strategy).__name__, "event_shape": list(model.event_shape)}
     if resume:
@@ -192,6 +253,8 @@ def fit(
         if loaded is not None:
             carry, saved_history = loaded
             history = {k: list(v) for k, v in saved_history.items()}
+            if mesh is not None:  # a checkpoint from any device count resumes on this one
+                carry = place(carry, shardings)
     spec = StepSpec(
         strategy=strategy,
         optimizer=optimizer,
@@ -200,10 +263,15 @@ def fit(
         ema_decay=None if ema_decay is None else jnp.asarray(ema_decay, jnp.float32),
         batch_size=batch_size,
         chunk_size=chunk_size,
+        mesh=mesh,
+        carry_shardings=shardings if mesh is not None else None,
+        shard_data=shard_data,
     )
     probe = None
     if divergence_guard is not None:
         probe = divergence_guard.probe_points(data, jax.random.fold_in(init_key, 2))
+        if mesh is not None:
+            probe = place(probe, replicated(mesh))
 
     # ---- train -----------------------------------------------------------------------
     carry, history = train_loop(

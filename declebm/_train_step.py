@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
+from ._devices import constrain, split
 from ._strategy import AbstractStrategy
 
 
@@ -51,6 +52,29 @@ class StepSpec(eqx.Module):
     ema_decay: Float[Array, ""] | None
     batch_size: int = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
+    mesh: Any = eqx.field(static=True, default=None)  # a one-axis jax Mesh, or None for one device
+    carry_shardings: Any = None  # a Carry of NamedShardings (multi-device), else None
+    shard_data: bool = eqx.field(static=True, default=False)
+
+
+def draw_batch(spec: StepSpec, data: Array, key: PRNGKeyArray) -> Array:
+    """``batch_size`` examples drawn uniformly with replacement.
+
+    With data replicated on every device (the default), indices are drawn over the whole
+    data set, so the batch does not depend on the number of devices. With
+    ``shard_data`` each device holds ``1/n`` of the rows and draws its part of the batch
+    from them (no data moves between devices or hosts; the batch then depends on the
+    device count)."""
+    if not spec.shard_data:
+        batch = data[jax.random.randint(key, (spec.batch_size,), 0, data.shape[0])]
+    else:
+        n = spec.mesh.devices.size
+        rows = data.reshape((n, data.shape[0] // n) + data.shape[1:])
+        idx = jax.random.randint(key, (n, spec.batch_size // n), 0, rows.shape[1])
+        batch = jax.vmap(lambda d, i: d[i])(rows, idx).reshape((spec.batch_size,) + data.shape[1:])
+    if spec.mesh is not None:
+        batch = jax.lax.with_sharding_constraint(batch, split(spec.mesh))
+    return batch
 
 
 def all_finite(tree: PyTree) -> Bool[Array, ""]:
@@ -69,7 +93,7 @@ def _one_step(spec: StepSpec, carry: Carry, step: Array, data: Array, active: Ar
     applied and sets ``diverged``."""
     strategy, static = spec.strategy, spec.static
     k_batch, k_loss, k_after = jax.random.split(jax.random.fold_in(spec.key, step), 3)
-    batch = data[jax.random.randint(k_batch, (spec.batch_size,), 0, data.shape[0])]
+    batch = draw_batch(spec, data, k_batch)
 
     def loss_fn(p):
         return strategy.loss(eqx.combine(p, static), batch, carry.strategy_state, k_loss)
@@ -98,7 +122,10 @@ def run_chunk(spec: StepSpec, carry: Carry, data: Array, start: Array, stop: Arr
     """``spec.chunk_size`` steps from ``start`` in one ``lax.scan``; steps at or after
     ``stop`` are computed but not applied (a partial last chunk reuses the same code)."""
     steps = start + jnp.arange(spec.chunk_size, dtype=jnp.int32)
-    return jax.lax.scan(lambda c, s: _one_step(spec, c, s, data, s < stop), carry, steps)
+    carry, metrics = jax.lax.scan(lambda c, s: _one_step(spec, c, s, data, s < stop), carry, steps)
+    if spec.carry_shardings is not None:  # keep every chunk's output placed as its input
+        carry = constrain(carry, spec.carry_shardings)
+    return carry, metrics
 
 
 def signature(tree: PyTree) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ._checks import check_examples, check_key, check_positive
-from ._checkpoint import check_checkpoint_dir, load_checkpoint, run_fingerprint, save_checkpoint
+from ._checkpoint import load_checkpoint, save_checkpoint
 from ._ebm import EBM, check_energy, trainable_filter
 from ._strategy import AbstractStrategy
 
@@ -193,10 +193,6 @@ def fit(
     check_energy(model, model.event_shape)
 
     chunk_size = min(chunk_size or 100, num_steps)
-    if checkpoint_dir is not None:
-        checkpoint_dir = check_checkpoint_dir(checkpoint_dir, resume=resume)
-        run = run_fingerprint(model=model, data=data, strategy=strategy, optimizer=optimizer, key=key,
-                              batch_size=batch_size, ema_decay=ema_decay)
 
     # ---- initial state ---------------------------------------------------------------
     init_key, train_key = jax.random.split(key)
@@ -212,8 +208,13 @@ def fit(
         step=jnp.asarray(0, dtype=jnp.int32),
     )
     history: dict[str, list] = {}
+    meta = {
+        "batch_size": batch_size,
+        "strategy": type(strategy).__name__,
+        "event_shape": list(model.event_shape),
+    }
     if resume:
-        loaded = load_checkpoint(checkpoint_dir, carry, run=run, num_steps=num_steps)
+        loaded = load_checkpoint(os.fspath(checkpoint_dir), carry, meta)
         if loaded is not None:
             carry, saved_history = loaded
             history = {k: list(v) for k, v in saved_history.items()}
@@ -286,13 +287,13 @@ def fit(
                 if cb(step, means, current) is True:
                     stop_early = True
             if checkpoint_dir is not None and (step >= num_steps or stop_early or (next_ckpt and step >= next_ckpt)):
-                save_checkpoint(checkpoint_dir, carry, history, step=step, run=run)
+                save_checkpoint(os.fspath(checkpoint_dir), carry, history, dict(meta, step=step))
                 if next_ckpt:
                     next_ckpt = (step // checkpoint_every + 1) * checkpoint_every
     except KeyboardInterrupt:
         if checkpoint_dir is not None:
             done = carry if not bool(carry.diverged) else last_good
-            save_checkpoint(checkpoint_dir, done, history, step=int(done.step), run=run)
+            save_checkpoint(os.fspath(checkpoint_dir), done, history, dict(meta, step=int(done.step)))
         raise
     finally:
         bar.close()

@@ -8,7 +8,8 @@ from . import datasets as datasets
 from . import evaluate as evaluate
 from ._ebm import EBM as EBM
 from ._fit import FitResult as FitResult
-from ._fit import TrainingDivergedError as TrainingDivergedError
+from ._guard import DivergenceGuard as DivergenceGuard
+from ._loop import TrainingDivergedError as TrainingDivergedError
 from ._fit import fit as fit
 from ._sample import sample as sample
 from ._serialise import load as load

@@ -488,3 +488,19 @@ def _read(path: str, meta: dict, like: Any, *, run: dict, num_steps: int, direct
         raise ValueError(f"resume: {spath} holds step {int(saved_step)}, its {_META} says {step}")
     history = {k: np.asarray(v) for k, v in meta["history"].items()}
     return carry, history
+
+
+def check_checkpoint_dir(path: Any) -> str:
+    """``checkpoint_dir`` checked before training: a path that is, or can become, a
+    writable directory."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_dir: expected a path (str or os.PathLike), got {type(path).__name__}")
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"checkpoint_dir: {path!r} exists and is not a directory")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent) or "."
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"checkpoint_dir: {path!r} is not writable (no write permission in {parent!r})")
+    return path

@@ -72,7 +72,7 @@ def check_checkpoint_dir(path: Any, *, resume: bool = False) -> str:
     if not path:
         raise ValueError("checkpoint_dir: expected a folder path, got an empty string")
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"checkpoint_dir: {path!r} is an existing file, not a folder")
+        raise ValueError(f"checkpoint_dir: {path!r} is an existing file, not a directory")
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".tmp-{os.getpid()}-probe-{uuid.uuid4().hex[:8]}")
@@ -80,7 +80,9 @@ def check_checkpoint_dir(path: Any, *, resume: bool = False) -> str:
             f.write(b"x")
         os.remove(probe)
     except OSError as e:
-        raise ValueError(f"checkpoint_dir: cannot create or write to {path!r} ({type(e).__name__}: {e.strerror or e})") from None
+        raise ValueError(
+            f"checkpoint_dir: {path!r} is not writable: cannot create or write to it ({type(e).__name__}: {e.strerror or e})"
+        ) from None
     if not resume:
         steps = _complete_steps(path)
         if steps or any(os.path.exists(os.path.join(path, n)) for n in _LEGACY):
@@ -489,18 +491,3 @@ def _read(path: str, meta: dict, like: Any, *, run: dict, num_steps: int, direct
     history = {k: np.asarray(v) for k, v in meta["history"].items()}
     return carry, history
 
-
-def check_checkpoint_dir(path: Any) -> str:
-    """``checkpoint_dir`` checked before training: a path that is, or can become, a
-    writable directory."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"checkpoint_dir: expected a path (str or os.PathLike), got {type(path).__name__}")
-    path = os.fspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"checkpoint_dir: {path!r} exists and is not a directory")
-    parent = path
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent) or "."
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"checkpoint_dir: {path!r} is not writable (no write permission in {parent!r})")
-    return path

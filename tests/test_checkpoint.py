@@ -212,7 +212,7 @@ def test_resume_refuses_a_different_run_naming_what_changed(tmp_path, run, chang
         (lambda p: b"dir", TypeError, "checkpoint_dir: expected a folder path"),
         (lambda p: "", ValueError, "checkpoint_dir: expected a folder path"),
         (lambda p: (p / "file").write_text("x") and p / "file", ValueError, "checkpoint_dir: .* is an existing file"),
-        (lambda p: (p / "file").write_text("x") and p / "file" / "sub", ValueError, "checkpoint_dir: cannot create"),
+        (lambda p: (p / "file").write_text("x") and p / "file" / "sub", ValueError, "checkpoint_dir: .* is not writable: cannot create"),
     ],
 )
 def test_check_checkpoint_dir_refuses_bad_paths(tmp_path, make, exc, match):

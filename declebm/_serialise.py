@@ -213,11 +213,12 @@ def _encode(value: Any, where: str) -> Any:
         return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {"__dict__": {k: _encode(v, f"{where}[{k!r}]") for k, v in value.items()}}
-    what = getattr(value, "__name__", None) or type(value).__name__
-    raise _NoRecipe(
-        f"{where} = {what} cannot be recorded (functions must be one of declebm's ACTIVATIONS; "
-        f"modules need a constructor_kwargs() method)"
-    )
+    if isinstance(value, eqx.Module):
+        raise _NoRecipe(f"{where} is a {type(value).__name__}, which has no constructor_kwargs() method")
+    if callable(value):
+        name = getattr(value, "__name__", type(value).__name__)
+        raise _NoRecipe(f"{where} = {name} cannot be recorded: a function must be one of declebm's ACTIVATIONS")
+    raise _NoRecipe(f"{where} is a {type(value).__name__}, which cannot be recorded")
 
 
 def _decode(value: Any) -> Any:
@@ -350,8 +351,8 @@ def load(path: str | os.PathLike, like: Any = None) -> Any:
         if header.get("recipe") is None:
             raise ValueError(
                 f"like: the model in {path!r} ({header.get('class')}) cannot be rebuilt from the file "
-                f"({header.get('no_recipe')}); pass like=, a model of the same structure, e.g. "
-                f"load({path!r}, like=MyEnergy(..., key=jax.random.key(0)))"
+                f"({header.get('no_recipe')}); pass like=, a model of the same structure (its values do not matter), "
+                f"e.g. load({path!r}, like=EBM(MyEnergy(..., key=jax.random.key(0))))"
             )
         try:
             like = _decode(header["recipe"])

@@ -217,7 +217,8 @@ def _encode(value: Any, where: str) -> Any:
         raise _NoRecipe(f"{where} is a {type(value).__name__}, which has no constructor_kwargs() method")
     if callable(value):
         name = getattr(value, "__name__", type(value).__name__)
-        raise _NoRecipe(f"{where} = {name} cannot be recorded: a function must be one of declebm's ACTIVATIONS")
+        known = ", ".join(ACTIVATIONS)
+        raise _NoRecipe(f"{where} = {name} cannot be recorded: a function must be one of {known}")
     raise _NoRecipe(f"{where} is a {type(value).__name__}, which cannot be recorded")
 
 
@@ -262,6 +263,15 @@ def save(path: str | os.PathLike, model: Any) -> None:
     ``NoiseConditionedMLPEnergy``, ``GaussianEnergy``), a recipe that rebuilds it, so
     ``load(path)`` needs no template. The write is atomic: a temporary file in the same
     folder, fsync'd, then renamed over ``path``.
+
+    A module of your own gets a recipe by defining ``constructor_kwargs(self) -> dict``,
+    the keyword arguments that rebuild its structure (``load`` calls ``cls(**kwargs)``,
+    adding ``key=jax.random.key(0)`` if the constructor takes a key, then overwrites every
+    leaf). Values may be ``None``, numbers, strings, lists, tuples, dicts, arrays, modules
+    with the same method, and the activations ``jax.nn.silu``, ``relu``, ``gelu``,
+    ``elu``, ``celu``, ``selu``, ``softplus``, ``sigmoid``, ``leaky_relu``,
+    ``log_sigmoid``, ``jnp.tanh``, ``jnp.sin``. Without a recipe (a custom activation,
+    a NumPyro base density) the model is still saved; ``load`` then needs ``like=``.
 
     Arguments:
         path: the file to write (its folder must exist); conventionally ``*.eqx``.

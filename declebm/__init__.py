@@ -12,6 +12,8 @@ from ._guard import DivergenceGuard as DivergenceGuard
 from ._loop import TrainingDivergedError as TrainingDivergedError
 from ._fit import fit as fit
 from ._sample import sample as sample
+from ._serialise import load as load
+from ._serialise import save as save
 from ._sampler import AbstractSampler as AbstractSampler
 from ._sampler import SamplerInfo as SamplerInfo
 from ._strategy import AbstractStrategy as AbstractStrategy

@@ -13,7 +13,7 @@ import optax
 from jaxtyping import PRNGKeyArray, PyTree
 
 from ._checks import check_examples, check_key, check_positive
-from ._checkpoint import check_checkpoint_dir, load_checkpoint
+from ._checkpoint import check_checkpoint_dir, load_checkpoint, run_fingerprint
 from ._devices import (
     check_divides, check_state_divides, make_mesh, place, replicate_model, replicated, split, state_shardings,
 )
@@ -86,7 +86,7 @@ def _check_fit_options(
     if (checkpoint_every is not None or resume) and checkpoint_dir is None:
         raise ValueError("checkpoint_dir: needed when checkpoint_every or resume is given")
     if checkpoint_dir is not None:
-        check_checkpoint_dir(checkpoint_dir)
+        check_checkpoint_dir(checkpoint_dir, resume=resume)
     if ema_decay is not None:
         check_positive(ema_decay, "ema_decay", allow_zero=True)
         if not float(ema_decay) < 1.0:
@@ -152,9 +152,15 @@ def fit(
             chunk's mean metrics; a callback returning ``True`` stops training.
         progress: ``True``/``"auto"`` (a tqdm bar on a terminal or in a notebook, a log line
             about every 10% or 30 s otherwise), ``"bar"``, ``"log"``, or ``False``/``"off"``.
-        checkpoint_dir, checkpoint_every, resume: write an atomic checkpoint (parameters,
+        checkpoint_dir, checkpoint_every, resume: write a checkpoint (parameters,
             optimizer and strategy state, EMA, history) every ``checkpoint_every`` steps
-            (rounded up to a chunk) and at the end; ``resume=True`` continues from it.
+            (rounded up to a chunk) and at the end, each one a ``step-<n>`` folder that
+            appears only when complete; the two newest are kept. ``resume=True``
+            continues from the newest intact one (a damaged newest one falls back to the
+            previous with a warning) and refuses, naming what changed, a checkpoint of a
+            different run (strategy and its hyperparameters, optimizer, key, data, model
+            structure, batch_size, ema_decay) or a ``num_steps`` below its step. Without
+            ``resume``, a ``checkpoint_dir`` that already holds checkpoints is refused.
         divergence_guard: when a run counts as diverged and what then happens (see
             ``DivergenceGuard``: energy spread growing by ``max_growth``, optional rollback
             with a lower learning rate); ``None`` keeps only the non-finite check.
@@ -216,6 +222,11 @@ def fit(
     chunk_size = min(chunk_size or 100, num_steps)
     progress = {True: "auto", False: "off"}.get(progress, progress) if isinstance(progress, bool) else progress
 
+    run = None
+    if checkpoint_dir is not None:  # what defines this run, stored in and checked against checkpoints
+        run = run_fingerprint(model=model, data=data, strategy=strategy, optimizer=optimizer, key=key,
+                              batch_size=batch_size, ema_decay=ema_decay)
+
     # ---- initial state ---------------------------------------------------------------
     init_key, train_key = jax.random.split(key)
     model = strong_dtypes(strategy.init_model(model, data, jax.random.fold_in(init_key, 1)))
@@ -247,9 +258,8 @@ def fit(
         )
         carry = place(carry, shardings)
     history: dict[str, list] = {}
-    meta = {"batch_size": batch_size, "strategy": type(strategy).__name__, "event_shape": list(model.event_shape)}
     if resume:
-        loaded = load_checkpoint(os.fspath(checkpoint_dir), carry, meta)
+        loaded = load_checkpoint(os.fspath(checkpoint_dir), carry, run=run, num_steps=num_steps)
         if loaded is not None:
             carry, saved_history = loaded
             history = {k: list(v) for k, v in saved_history.items()}
@@ -278,7 +288,7 @@ def fit(
         spec, carry, data, num_steps=num_steps, history=history, guard=divergence_guard, probe=probe,
         event_size=model.event_size, callbacks=callbacks, progress=progress,
         checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
-        checkpoint_every=checkpoint_every, meta=meta,
+        checkpoint_every=checkpoint_every, run=run,
     )
     return FitResult(
         model=eqx.combine(carry.params, static),

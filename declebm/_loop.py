@@ -132,7 +132,7 @@ def train_loop(
     progress: str,
     checkpoint_dir: str | None,
     checkpoint_every: int | None,
-    meta: dict,
+    run: dict | None,
 ) -> tuple[Carry, dict[str, list]]:
     """Run chunks until ``num_steps`` updates are applied or a callback stops training."""
     static = spec.static
@@ -144,7 +144,7 @@ def train_loop(
     stop = jnp.asarray(num_steps, jnp.int32)
 
     def checkpoint(c: Carry) -> None:
-        save_checkpoint(checkpoint_dir, c, history, dict(meta, step=int(c.step)))
+        save_checkpoint(checkpoint_dir, c, history, step=int(c.step), run=run)
 
     try:
         while int(carry.step) < num_steps:

@@ -8,8 +8,12 @@ from declebm import AbstractStrategy
 
 from ._maximum_likelihood import ContrastiveDivergence, PersistentCD, ReplayBufferML, ShortRunML
 from ._nce import NCE
+from ._recovery import DiffusionRecoveryLikelihood
 from ._samplers import MALA, Langevin
 from ._score_matching import DenoisingScoreMatching, ExactScoreMatching, SlicedScoreMatching
+
+# b^2 for 2-D toys (the code's 2e-4 is for images in [-1, 1]); see the README.
+_RECOVERY_B2_2D = 2e-4
 
 # Defaults tuned for 2-D toys with unit-scale data (the examples' setting).
 _DEFAULTS: dict[str, Callable[[], AbstractStrategy]] = {
@@ -21,6 +25,7 @@ _DEFAULTS: dict[str, Callable[[], AbstractStrategy]] = {
     "dsm": lambda: DenoisingScoreMatching(sigma=0.1),
     "ssm": lambda: SlicedScoreMatching(num_projections=1),
     "nce": lambda: NCE(),
+    "recovery": lambda: DiffusionRecoveryLikelihood(step_size_constant=_RECOVERY_B2_2D),
 }
 
 STRATEGY_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
@@ -29,7 +34,7 @@ STRATEGY_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
 def strategy_from_name(name: str) -> AbstractStrategy:
     """A default-configured strategy by its short name: ``cd``, ``pcd``, ``shortrun``,
     ``replay`` (MCMC maximum likelihood), ``esm``, ``dsm``, ``ssm`` (score matching),
-    ``nce`` (noise-contrastive estimation). The same vocabulary as every example's
+    ``nce`` (noise-contrastive estimation), ``recovery`` (diffusion recovery likelihood). The same vocabulary as every example's
     ``--strategy``."""
     if name not in _DEFAULTS:
         raise ValueError(f"name: unknown strategy {name!r}; choose one of {', '.join(_DEFAULTS)}")

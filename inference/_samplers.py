@@ -47,10 +47,15 @@ class Langevin(AbstractSampler):
     Backed by ``blackjax.sgmcmc.diffusions.overdamped_langevin`` with ``h = eps/2`` and
     ``temperature = T``. The step is a smooth function of position and parameters, so
     gradients may flow through it (the Du et al. 2020 KL term needs that).
+
+    ``step_size`` and ``noise_scale`` may also be arrays of shape ``(num_chains,)``, one
+    value per chain, for ``step``/``run`` on that many chains: chains that target
+    different densities (e.g. the noise levels of ``DiffusionRecoveryLikelihood``) each
+    get their own step.
     """
 
-    step_size: float
-    noise_scale: float | None = None
+    step_size: float | Float[Array, " chains"]
+    noise_scale: float | Float[Array, " chains"] | None = None
 
     def __check_init__(self):
         check_positive(self.step_size, "step_size")
@@ -76,8 +81,14 @@ class Langevin(AbstractSampler):
         return LangevinState(self._move(key, state.position, grad)), _info(1.0)
 
     def _move(self, key: PRNGKeyArray, x: Array, grad: Array) -> Array:
-        """The Euler-Maruyama move, BlackJAX's ``x + h grad + sqrt(2 T h) z`` with h = eps/2."""
-        return overdamped_langevin()(key, x, grad, 0.5 * self.step_size, self.temperature)
+        """The Euler-Maruyama move, BlackJAX's ``x + h grad + sqrt(2 T h) z`` with h = eps/2.
+        Per-chain step sizes (arrays of shape ``(num_chains,)``) broadcast over the event axes."""
+
+        def per_chain(v):
+            v = jnp.asarray(v, x.dtype)
+            return v.reshape(v.shape + (1,) * (x.ndim - v.ndim)) if v.ndim else v
+
+        return overdamped_langevin()(key, x, grad, per_chain(0.5 * jnp.asarray(self.step_size)), per_chain(self.temperature))
 
     def step(self, model, state: LangevinState, key: PRNGKeyArray, **kwargs):
         # All chains in one move: the noise is drawn for the whole batch from one key

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_examples, check_key, check_positive
+from ._diagnostics import ChainDiagnostics, chain_diagnostics, check_trace_every, run_with_trace
 from ._ebm import EBM, check_energy
 from ._sampler import AbstractSampler, SamplerInfo
 
@@ -63,8 +64,10 @@ def sample(
     num_samples: int | None = None,
     init: Any = None,
     return_info: bool = False,
+    return_diagnostics: bool = False,
+    trace_every: int | None = None,
     **kwargs,
-) -> Float[Array, "n *event"] | tuple[Float[Array, "n *event"], SamplerInfo]:
+) -> Float[Array, "n *event"] | tuple[Float[Array, "n *event"], SamplerInfo | ChainDiagnostics]:
     """Run ``num_samples`` independent chains of ``sampler`` for ``num_steps`` steps on
     ``model`` and return their final positions.
 
@@ -72,6 +75,13 @@ def sample(
     draws from the model's base density (a standard normal if it has none). Extra
     keyword arguments go to the energy (e.g. a noise level). With ``return_info=True``
     also returns the per-step ``SamplerInfo`` averaged over chains.
+
+    With ``return_diagnostics=True`` returns ``(x, ChainDiagnostics)`` instead: the
+    positions every ``trace_every`` steps (default: about 1000 draws per chain), the
+    per-step acceptance, and the bulk ESS and rank-normalised split R-hat of every
+    coordinate across the chains (BlackJAX's estimators) on the second half of the
+    trace. ``x`` is the same as without it (same keys). Use several chains from
+    dispersed starts for R-hat to mean something.
     """
     if not isinstance(model, EBM):
         raise TypeError(f"model: expected a declebm.EBM, got {type(model).__name__}")
@@ -92,5 +102,9 @@ def sample(
         if model.event_shape is None:
             model = model.with_event_shape(x.shape[1:])
     check_energy(model, model.event_shape)
+    if return_diagnostics:
+        every = check_trace_every(trace_every, num_steps)
+        x, info, trace = run_with_trace(sampler, model, x, num_steps, k_run, every, kwargs)
+        return x, chain_diagnostics(trace, info)
     x, info = _run(sampler, model, x, num_steps, k_run, kwargs)
     return (x, info) if return_info else x

@@ -8,7 +8,7 @@ writes the same move as ``x + h grad + sqrt(2h) z``, so we hand it ``h = eps / 2
 from __future__ import annotations
 
 import abc
-from typing import Callable, NamedTuple
+from typing import Callable, ClassVar, NamedTuple
 
 import blackjax
 import equinox as eqx
@@ -112,6 +112,8 @@ class MALA(AbstractSampler):
     """
 
     step_size: float
+    # Optimal acceptance of MALA in high dimension (Roberts & Rosenthal 1998).
+    target_acceptance: ClassVar[float] = 0.574
 
     def __check_init__(self):
         check_positive(self.step_size, "step_size")
@@ -162,6 +164,8 @@ class HMC(_AbstractHamiltonian):
     step_size: float
     num_integration_steps: int = 10
     inverse_mass_matrix: Float[Array, "..."] | None = None
+    # Optimal acceptance of HMC in high dimension (Beskos et al. 2013); 0.65-0.8 is usual.
+    target_acceptance: ClassVar[float] = 0.651
 
     def __check_init__(self):
         check_positive(self.step_size, "step_size")
@@ -184,6 +188,8 @@ class NUTS(_AbstractHamiltonian):
     step_size: float
     inverse_mass_matrix: Float[Array, "..."] | None = None
     max_num_doublings: int = 10
+    # The usual dual-averaging target of NUTS (Hoffman & Gelman 2014; Stan's default).
+    target_acceptance: ClassVar[float] = 0.8
 
     def __check_init__(self):
         check_positive(self.step_size, "step_size")

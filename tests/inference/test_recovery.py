@@ -170,3 +170,40 @@ def test_energy_without_a_level_fails_early_in_fit():
     model = eb.EBM(MLPEnergy(in_size=2, width=8, depth=1, key=jax.random.key(0)))
     with pytest.raises(TypeError, match=r"^model: .*level-conditioned.*sigma=\.\.\."):
         eb.fit(model, data, DiffusionRecoveryLikelihood(), num_steps=2, batch_size=8, key=jax.random.key(0))
+
+
+def test_long_run_runs_a_conditional_and_finds_the_exact_conditional_stable():
+    # The closed-form Gaussian conditional of the sampler test: chains from x_next / a and from exact
+    # draws, measured against other exact draws, must be judged stable (no drift).
+    st = DiffusionRecoveryLikelihood()
+    s = st.schedule
+    level, n = 3, 300
+    step_sq, sig, a = s.step_size[level] ** 2, s.tether_sigma[level], s.scale[level]
+    w_e = 0.5 / step_sq
+    m, x_next = np.array([0.8, -0.4]), np.array([0.5, -1.0])
+    energy = _LevelGaussian(jnp.tile(jnp.asarray(m, jnp.float32), (6, 1)), jnp.full((6, 2), -np.log(w_e), jnp.float32),
+                            jnp.asarray(s.tether_sigma, jnp.float32))
+    cond = st.conditional_model(eb.EBM(energy, event_shape=(2,)))
+    precision = 1 / (w_e * step_sq) + 1 / sig**2
+    mean, std = (m / (w_e * step_sq) + x_next / sig**2) / precision / a, 1 / np.sqrt(precision) / a
+    rng = np.random.default_rng(0)
+    exact = lambda k: jnp.asarray(mean + std * rng.standard_normal((k, 2)), jnp.float32)  # noqa: E731
+    nexts = jnp.tile(jnp.asarray(x_next, jnp.float32), (n, 1))
+    rep = eb.evaluate.long_run(
+        cond, st.sampler(jnp.int32(level), 1.0), data=exact(1000), reference=exact(1000), key=jax.random.key(0),
+        chain_lengths=(100, 1000), num_chains=n, noise=nexts / a, condition={"level": level, "x_next": nexts},
+    )
+    assert not rep.drifts, str(rep)
+    assert np.isnan(rep.energy_reference) and np.all(np.isfinite(rep.energy_from_data))
+    with pytest.raises(ValueError, match="^condition: 'x_next'"):
+        eb.evaluate.long_run(cond, st.sampler(jnp.int32(level), 1.0), data=exact(100), reference=exact(100),
+                             key=jax.random.key(0), chain_lengths=(10,), num_chains=n,
+                             condition={"level": level, "x_next": nexts[:5]})
+
+
+def test_images_of_the_wrong_shape_are_refused():
+    from declebm.models import NoiseConditionedConvEnergy
+
+    model = eb.EBM(NoiseConditionedConvEnergy((64,), image_shape=(1, 8, 8), channels=(4, 4, 4), key=jax.random.key(0)))
+    with pytest.raises(ValueError, match="^data: .*event_shape"):
+        eb.fit(model, jnp.zeros((16, 8, 8)), DiffusionRecoveryLikelihood(), num_steps=1, batch_size=4, key=jax.random.key(0))

@@ -3,3 +3,4 @@
 from ._gaussian import GaussianEnergy as GaussianEnergy
 from ._mlp import MLPEnergy as MLPEnergy
 from ._conditional import NoiseConditionedMLPEnergy as NoiseConditionedMLPEnergy
+from ._mixture import MixtureEnergy as MixtureEnergy

@@ -112,9 +112,9 @@ def _train_on_gaussian(seed):
 
 def test_training_recovers_the_data_mean_and_variance_at_level_zero():
     st, res, mean, var, true_mean, true_var = _train_on_gaussian(1)
-    # Seeds 0-5: worst errors MEAN_ERR in the mean and VAR_ERR relative in the variance; tolerances ~2x.
-    np.testing.assert_allclose(mean, true_mean, atol=MEAN_TOL)
-    np.testing.assert_allclose(var, true_var, rtol=VAR_TOL)
+    # Seeds 0-5: worst errors 0.019 in the mean and 4.2% relative in the variance; tolerances ~2x.
+    np.testing.assert_allclose(mean, true_mean, atol=0.04)
+    np.testing.assert_allclose(var, true_var, rtol=0.09)
     # the same through the public EBM: level_model's score is the Gaussian's
     lm = st.level_model(res.ema_model, 0)
     x = jnp.asarray(true_mean, jnp.float32)

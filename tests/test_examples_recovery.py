@@ -15,13 +15,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_recovery_digits_runs_with_every_option(tmp_path):
     pytest.importorskip("sklearn")
     cmd = [sys.executable, os.path.join(ROOT, "examples", "recovery_digits.py"), "--strategy", "recovery",
-           "--steps", "2", "--batch-size", "16", "--lr", "1e-3", "--energy", "conv", "--width", "8",
+           "--steps", "2", "--batch-size", "16", "--lr", "1e-3", "--energy", "mlp", "--width", "8",
            "--langevin-steps", "2", "--step-size-constant", "1e-3", "--num-samples", "4", "--ais-chains", "4",
            "--ais-steps", "5", "--out", str(tmp_path), "--seed", "1", "--quick"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    metrics = json.loads((tmp_path / "recovery_digits_conv.json").read_text())
-    assert metrics["energy"] == "conv" and isinstance(metrics["test_log_likelihood_nats"], float)
+    metrics = json.loads((tmp_path / "recovery_digits_mlp.json").read_text())
+    assert metrics["energy"] == "mlp" and isinstance(metrics["test_log_likelihood_nats"], float)
 
 
 def test_toy2d_trains_recovery_with_a_level_conditioned_energy(tmp_path):

@@ -119,11 +119,10 @@ def main(argv=None):
         metrics["figure"] = png
     except ImportError as e:
         print(f"no figure: {e}")
+    text = json.dumps(metrics, indent=1)
     with open(os.path.join(args.out, f"recovery_digits_{args.energy}.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
-    print("\n| metric | value |\n|---|---|")
-    for k, v in metrics.items():
-        print(f"| {k} | {v} |")
+        f.write(text)
+    print(text)
     return metrics
 
 

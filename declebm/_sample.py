@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_examples, check_key, check_positive
 from ._devices import check_divides, make_mesh, place, replicate_model, split
+from ._diagnostics import ChainDiagnostics, chain_diagnostics, check_trace_every, run_with_trace
 from ._ebm import EBM, check_energy
 from ._sampler import AbstractSampler, SamplerInfo
 
@@ -65,8 +66,10 @@ def sample(
     init: Any = None,
     return_info: bool = False,
     devices: Any = None,
+    return_diagnostics: bool = False,
+    trace_every: int | None = None,
     **kwargs,
-) -> Float[Array, "n *event"] | tuple[Float[Array, "n *event"], SamplerInfo]:
+) -> Float[Array, "n *event"] | tuple[Float[Array, "n *event"], SamplerInfo | ChainDiagnostics]:
     """Run ``num_samples`` independent chains of ``sampler`` for ``num_steps`` steps on
     ``model`` and return their final positions.
 
@@ -78,6 +81,13 @@ def sample(
     ``devices`` (a list of devices or a one-axis ``Mesh`` named ``"data"``) splits the
     chains over several devices, as ``fit`` does; the number of chains must be a multiple
     of the number of devices, and the result does not depend on it.
+
+    With ``return_diagnostics=True`` returns ``(x, ChainDiagnostics)`` instead: the
+    positions every ``trace_every`` steps (default: about 1000 draws per chain), the
+    per-step acceptance, and the bulk ESS and rank-normalised split R-hat of every
+    coordinate across the chains (BlackJAX's estimators) on the second half of the
+    trace. ``x`` is the same as without it (same keys). Use several chains from
+    dispersed starts for R-hat to mean something.
     """
     if not isinstance(model, EBM):
         raise TypeError(f"model: expected a declebm.EBM, got {type(model).__name__}")
@@ -103,5 +113,9 @@ def sample(
         check_divides(mesh, x.shape[0], "the number of chains (num_samples)")
         model = replicate_model(model, mesh)
         x = place(x, split(mesh))
+    if return_diagnostics:
+        every = check_trace_every(trace_every, num_steps)
+        x, info, trace = run_with_trace(sampler, model, x, num_steps, k_run, every, kwargs)
+        return x, chain_diagnostics(trace, info)
     x, info = _run(sampler, model, x, num_steps, k_run, kwargs)
     return (x, info) if return_info else x

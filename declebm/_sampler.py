@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -45,7 +45,12 @@ class AbstractSampler(eqx.Module):
 
     Subclasses implement the single-chain kernel ``init_chain`` / ``step_chain``;
     chains are ``jax.vmap``-ped here.
+
+    ``target_acceptance`` is the acceptance rate a well-tuned step size gives (``None``
+    for samplers without a Metropolis step); ``evaluate.diagnose`` warns far from it.
     """
+
+    target_acceptance: ClassVar[float | None] = None
 
     @abc.abstractmethod
     def init_chain(self, logdensity_fn: Callable[[Array], Array], x: Array) -> PyTree:

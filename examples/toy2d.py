@@ -20,7 +20,7 @@ import optax
 
 import declebm as eb
 from declebm.inference import MALA, STRATEGY_NAMES, strategy_from_name
-from declebm.models import MLPEnergy
+from declebm.models import MLPEnergy, NoiseConditionedMLPEnergy
 
 
 def main(argv=None):
@@ -38,8 +38,12 @@ def main(argv=None):
     k_data, k_test, k_model, k_fit, k_sample = jax.random.split(key, 5)
     data = eb.datasets.toy(args.dataset, 50_000, key=k_data)
     test = eb.datasets.toy(args.dataset, 5_000, key=k_test)
-    model = eb.EBM(MLPEnergy(in_size=2, width=128, depth=2, key=k_model))
     strategy = strategy_from_name(args.strategy)
+    # Strategies that learn a ladder of noise levels (recovery) say so with `level_model`:
+    # they need an energy that takes the level, and their density is the level-0 model.
+    ladder = hasattr(strategy, "level_model")
+    energy_cls = NoiseConditionedMLPEnergy if ladder else MLPEnergy
+    model = eb.EBM(energy_cls(in_size=2, width=128, depth=2, key=k_model))
     print(f"training {type(strategy).__name__} on {args.dataset} for {args.steps} steps "
           f"(batch {args.batch_size}) on {jax.devices()[0].platform}")
 
@@ -48,8 +52,9 @@ def main(argv=None):
                     batch_size=args.batch_size, key=k_fit)
     train_s = time.perf_counter() - t0
 
-    nll = float(eb.evaluate.grid_nll(result.model, test))
-    nll_init = float(eb.evaluate.grid_nll(model, test))
+    density, density_init = (strategy.level_model(result.model), strategy.level_model(model)) if ladder else (result.model, model)
+    nll = float(eb.evaluate.grid_nll(density, test))
+    nll_init = float(eb.evaluate.grid_nll(density_init, test))
     metrics = {"dataset": args.dataset, "strategy": args.strategy, "steps": args.steps,
                "train_seconds": round(train_s, 1), "test_nll": round(nll, 4), "test_nll_at_init": round(nll_init, 4)}
     if eb.datasets.has_log_prob(args.dataset):
@@ -58,7 +63,10 @@ def main(argv=None):
 
     # Samples of the learned density: long MALA chains from the Gaussian start.
     start = jnp.mean(data, 0) + jnp.std(data, 0) * jax.random.normal(k_sample, (2000, 2))
-    samples = eb.sample(result.model, MALA(step_size=0.05), init=start, num_steps=1000, key=k_sample)
+    if ladder:  # progressive sampling down the ladder
+        samples = strategy.sample(result.model, 2000, key=k_sample)
+    else:
+        samples = eb.sample(result.model, MALA(step_size=0.05), init=start, num_steps=1000, key=k_sample)
 
     os.makedirs(args.out, exist_ok=True)
     png = os.path.join(args.out, f"toy2d_{args.dataset}_{args.strategy}.png")
@@ -67,9 +75,9 @@ def main(argv=None):
 
         fig, axs = plot.figure(1, 4)
         plot.samples(test, ax=axs[0, 0], title=f"data ({args.dataset})")
-        plot.density(result.model, ax=axs[0, 1], title=f"learned density, NLL {nll:.3f}")
+        plot.density(density, ax=axs[0, 1], title=f"learned density, NLL {nll:.3f}")
         plot.samples(samples, ax=axs[0, 2], title="model samples (MALA, 1000 steps)", color="C1")
-        plot.curves(result.history, ["energy_data", "energy_samples"], ax=axs[0, 3], title="training")
+        plot.curves(result.history, [k for k in ("energy_data", "energy_samples", "f_data", "f_samples") if k in result.history], ax=axs[0, 3], title="training")
         fig.tight_layout()
         fig.savefig(png, dpi=110)
         metrics["figure"] = png

@@ -18,3 +18,11 @@ from ._nce import NCEState as NCEState
 from ._score_matching import DenoisingScoreMatching as DenoisingScoreMatching
 from ._score_matching import ExactScoreMatching as ExactScoreMatching
 from ._score_matching import SlicedScoreMatching as SlicedScoreMatching
+from ._recovery import DiffusionRecoveryLikelihood as DiffusionRecoveryLikelihood
+from ._recovery import RecoveryEnergy as RecoveryEnergy
+from ._recovery_schedule import RecoverySchedule as RecoverySchedule
+from ._recovery_schedule import ddpm_level_sigmas as ddpm_level_sigmas
+from ._recovery_schedule import recovery_schedule as recovery_schedule
+from ._ais import AIS as AIS
+from ._ais import annealing_schedule as annealing_schedule
+from ._smc import SMC as SMC

@@ -8,7 +8,7 @@ writes the same move as ``x + h grad + sqrt(2h) z``, so we hand it ``h = eps / 2
 from __future__ import annotations
 
 import abc
-from typing import Callable, NamedTuple
+from typing import Callable, ClassVar, NamedTuple
 
 import blackjax
 import equinox as eqx
@@ -47,10 +47,15 @@ class Langevin(AbstractSampler):
     Backed by ``blackjax.sgmcmc.diffusions.overdamped_langevin`` with ``h = eps/2`` and
     ``temperature = T``. The step is a smooth function of position and parameters, so
     gradients may flow through it (the Du et al. 2020 KL term needs that).
+
+    ``step_size`` and ``noise_scale`` may also be arrays of shape ``(num_chains,)``, one
+    value per chain, for ``step``/``run`` on that many chains: chains that target
+    different densities (e.g. the noise levels of ``DiffusionRecoveryLikelihood``) each
+    get their own step.
     """
 
-    step_size: float
-    noise_scale: float | None = None
+    step_size: float | Float[Array, " chains"]
+    noise_scale: float | Float[Array, " chains"] | None = None
 
     def __check_init__(self):
         check_positive(self.step_size, "step_size")
@@ -76,8 +81,14 @@ class Langevin(AbstractSampler):
         return LangevinState(self._move(key, state.position, grad)), _info(1.0)
 
     def _move(self, key: PRNGKeyArray, x: Array, grad: Array) -> Array:
-        """The Euler-Maruyama move, BlackJAX's ``x + h grad + sqrt(2 T h) z`` with h = eps/2."""
-        return overdamped_langevin()(key, x, grad, 0.5 * self.step_size, self.temperature)
+        """The Euler-Maruyama move, BlackJAX's ``x + h grad + sqrt(2 T h) z`` with h = eps/2.
+        Per-chain step sizes (arrays of shape ``(num_chains,)``) broadcast over the event axes."""
+
+        def per_chain(v):
+            v = jnp.asarray(v, x.dtype)
+            return v.reshape(v.shape + (1,) * (x.ndim - v.ndim)) if v.ndim else v
+
+        return overdamped_langevin()(key, x, grad, per_chain(0.5 * jnp.asarray(self.step_size)), per_chain(self.temperature))
 
     def step(self, model, state: LangevinState, key: PRNGKeyArray, **kwargs):
         # All chains in one move: the noise is drawn for the whole batch from one key
@@ -101,6 +112,8 @@ class MALA(AbstractSampler):
     """
 
     step_size: float
+    # Optimal acceptance of MALA in high dimension (Roberts & Rosenthal 1998).
+    target_acceptance: ClassVar[float] = 0.574
 
     def __check_init__(self):
         check_positive(self.step_size, "step_size")
@@ -151,6 +164,8 @@ class HMC(_AbstractHamiltonian):
     step_size: float
     num_integration_steps: int = 10
     inverse_mass_matrix: Float[Array, "..."] | None = None
+    # Optimal acceptance of HMC in high dimension (Beskos et al. 2013); 0.65-0.8 is usual.
+    target_acceptance: ClassVar[float] = 0.651
 
     def __check_init__(self):
         check_positive(self.step_size, "step_size")
@@ -173,6 +188,8 @@ class NUTS(_AbstractHamiltonian):
     step_size: float
     inverse_mass_matrix: Float[Array, "..."] | None = None
     max_num_doublings: int = 10
+    # The usual dual-averaging target of NUTS (Hoffman & Gelman 2014; Stan's default).
+    target_acceptance: ClassVar[float] = 0.8
 
     def __check_init__(self):
         check_positive(self.step_size, "step_size")

@@ -9,3 +9,12 @@ from ._mmd import mmd as mmd
 from ._long_run import LongRunReport as LongRunReport
 from ._long_run import long_run as long_run
 from ._entropy import nearest_neighbour_entropy as nearest_neighbour_entropy
+from ._ksd import ksd as ksd
+from ._diagnose import DiagnosisReport as DiagnosisReport
+from ._diagnose import SamplerWarning as SamplerWarning
+from ._diagnose import diagnose as diagnose
+from .._diagnostics import ess as ess
+from .._diagnostics import rhat as rhat
+from ._log_z import LogLikelihoodEstimate as LogLikelihoodEstimate
+from ._log_z import log_likelihood as log_likelihood
+from ._log_z import log_z as log_z

@@ -122,20 +122,22 @@ def _check_lengths(chain_lengths: Any) -> tuple[int, ...]:
 
 
 @eqx.filter_jit
-def _run_checkpoints(sampler: AbstractSampler, model: EBM, x0: Array, lengths: tuple[int, ...], key: PRNGKeyArray):
+def _run_checkpoints(
+    sampler: AbstractSampler, model: EBM, x0: Array, lengths: tuple[int, ...], key: PRNGKeyArray, condition: dict
+):
     """One set of chains run to ``max(lengths)`` steps, positions saved at each length:
     a ``lax.scan`` over segments of ``gcd(lengths)`` steps, each a scan of steps."""
     seg = math.gcd(*lengths)
     num_segments = lengths[-1] // seg
     targets = jnp.asarray(lengths, jnp.int32)
     saved0 = jnp.zeros((len(lengths),) + x0.shape, x0.dtype)
-    state0 = sampler.init(model, x0)
+    state0 = sampler.init(model, x0, **condition)
 
     def segment(carry, inp):
         state, saved = carry
         index, k = inp
 
-        state, info = sampler.scan_steps(model, state, jax.random.split(k, seg))
+        state, info = sampler.scan_steps(model, state, jax.random.split(k, seg), **condition)
         hit = (targets == (index + 1) * seg).reshape((-1,) + (1,) * x0.ndim)
         saved = jnp.where(hit, state.position[None], saved)
         return (state, saved), jnp.mean(info.acceptance_rate)
@@ -146,9 +148,27 @@ def _run_checkpoints(sampler: AbstractSampler, model: EBM, x0: Array, lengths: t
 
 
 @eqx.filter_jit
-def _mean_energy(model: EBM, x: Array) -> Array:
-    e = model.energy_batch(x)
+def _mean_energy(model: EBM, x: Array, condition: dict) -> Array:
+    # the condition's arrays are per chain: broadcast them over any leading (length) axis
+    lead = x.shape[: x.ndim - len(model.event_shape) - 1]
+    e = model.energy_batch(x, **{k: jnp.broadcast_to(v, lead + v.shape) for k, v in condition.items()})
     return jnp.mean(e, axis=tuple(range(1, e.ndim))) if e.ndim > 1 else jnp.mean(e)
+
+
+def _check_condition(condition: Any, num_chains: int) -> dict[str, Array]:
+    if condition is None:
+        return {}
+    if not isinstance(condition, dict):
+        raise TypeError(f"condition: expected a dict of keyword arrays for the energy, got {type(condition).__name__}")
+    out = {}
+    for k, v in condition.items():
+        v = jnp.asarray(v)
+        if v.ndim == 0:
+            v = jnp.broadcast_to(v, (num_chains,))
+        if v.shape[0] != num_chains:
+            raise ValueError(f"condition: {k!r} needs one row per chain (leading axis {num_chains}), got shape {v.shape}")
+        out[k] = v
+    return out
 
 
 def long_run(
@@ -163,6 +183,7 @@ def long_run(
     noise: str | Any = "gaussian",
     bandwidth: float | Sequence[float] | None = None,
     drift_factor: float = 3.0,
+    condition: dict[str, Any] | None = None,
 ) -> LongRunReport:
     r"""Run long chains of ``sampler`` on a trained ``model`` from noise and from data,
     and report how sample quality and energy evolve with chain length.
@@ -199,6 +220,13 @@ def long_run(
             ``num_chains`` start points.
         bandwidth: the MMD kernel bandwidth(s); default ``median_bandwidth(reference)``.
         drift_factor: threshold on ``drift_score`` (> 1).
+        condition: keyword arrays for the energy, one row per chain (leading axis
+            ``num_chains``), for a *conditional* model, e.g. one level of
+            ``DiffusionRecoveryLikelihood.conditional_model`` with ``{"level": t,
+            "x_next": x_{t+1}}``: chain ``i`` of each start targets the density given row
+            ``i``. The data start is a random training example, not the one row ``i`` was
+            made from. ``energy_reference`` is then ``nan`` (the held-out examples have no
+            condition).
 
     Returns:
         a ``LongRunReport``; ``print(report)`` shows the table and the verdict.
@@ -219,7 +247,8 @@ def long_run(
     reference = check_examples(reference, "reference", model.event_shape)
     if reference.shape[0] < 2:
         raise ValueError("reference: the MMD needs at least 2 held-out examples")
-    check_energy(model, model.event_shape)
+    condition = _check_condition(condition, num_chains)
+    check_energy(model, model.event_shape, **{k: v[0] for k, v in condition.items()})
 
     k_noise, k_data, k_run, k_null = jax.random.split(key, 4)
     n_data = data.shape[0]
@@ -243,7 +272,8 @@ def long_run(
 
     # ---- run once to the longest length, recording at each ---------------------------
     x0 = jnp.concatenate([x_noise.astype(data.dtype), x_data])
-    saved, acceptance = _run_checkpoints(sampler, model, x0, lengths, k_run)
+    both = {k: jnp.concatenate([v, v]) for k, v in condition.items()}
+    saved, acceptance = _run_checkpoints(sampler, model, x0, lengths, k_run, both)
     from_noise, from_data = saved[:, :num_chains], saved[:, num_chains:]
 
     # ---- quality and energy ------------------------------------------------------------
@@ -257,9 +287,9 @@ def long_run(
 
     mmd_noise = np.array([score(from_noise[i]) for i in range(len(lengths))])
     mmd_data = np.array([score(from_data[i]) for i in range(len(lengths))])
-    energy_noise = np.asarray(_mean_energy(model, from_noise), dtype=np.float64).reshape(-1)
-    energy_data = np.asarray(_mean_energy(model, from_data), dtype=np.float64).reshape(-1)
-    energy_reference = float(_mean_energy(model, reference))
+    energy_noise = np.asarray(_mean_energy(model, from_noise, condition), dtype=np.float64).reshape(-1)
+    energy_data = np.asarray(_mean_energy(model, from_data, condition), dtype=np.float64).reshape(-1)
+    energy_reference = float(_mean_energy(model, reference, {})) if not condition else float("nan")
 
     # ---- what data itself scores: the noise floor of the MMD at this sample size ------
     n_null = min(num_chains, n_data)

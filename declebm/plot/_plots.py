@@ -74,3 +74,76 @@ def figure(nrows: int, ncols: int, size: float = 3.0):
     plt = _plt()
     fig, axs = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     return fig, axs
+
+
+def images(
+    x: Any,
+    *,
+    image_shape: Sequence[int] | None = None,
+    ncols: int | None = None,
+    ax=None,
+    title: str | None = None,
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    cmap: str = "gray",
+    pad: int = 1,
+):
+    """A grid of images (samples, data) in one panel.
+
+    Arguments:
+        x: ``(n, H, W)`` grey images, ``(n, C, H, W)`` with ``C`` 1 or 3 (channels first,
+            as ``models.ConvEnergy``), or flattened ``(n, D)`` with ``image_shape`` (a
+            square ``D`` is taken as ``sqrt(D) x sqrt(D)`` without it).
+        image_shape: ``(H, W)`` or ``(C, H, W)`` of one flattened image.
+        ncols: images per row (default about ``sqrt(n)``).
+        ax: the axes to draw on (a new figure without it).
+        title: the panel's title.
+        vmin, vmax: the value range shown black to white (values are clipped to it;
+            ``None`` for the images' own range). Digits from ``datasets.digits`` lie in [0, 1).
+        cmap: the colour map of grey images.
+        pad: pixels of background between images.
+
+    Returns:
+        the axes.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"x: expected a non-empty batch of images (n, ...), got shape {x.shape}")
+    n = x.shape[0]
+    if image_shape is not None:
+        image_shape = tuple(int(s) for s in image_shape)
+        if int(np.prod(image_shape)) != int(np.prod(x.shape[1:])):
+            raise ValueError(f"image_shape: {image_shape} does not hold the {int(np.prod(x.shape[1:]))} numbers of one example")
+        x = x.reshape((n,) + image_shape)
+    elif x.ndim == 2:
+        side = int(round(np.sqrt(x.shape[1])))
+        if side * side != x.shape[1]:
+            raise ValueError(f"image_shape: examples of {x.shape[1]} numbers are not square images; give image_shape")
+        x = x.reshape(n, side, side)
+    if x.ndim == 4:
+        if x.shape[1] not in (1, 3):
+            raise ValueError(f"x: expected 1 or 3 channels first (n, C, H, W), got shape {x.shape}")
+        x = np.moveaxis(x, 1, -1)
+        if x.shape[-1] == 1:
+            x = x[..., 0]
+    elif x.ndim != 3:
+        raise ValueError(f"x: expected (n, H, W), (n, C, H, W) or (n, D), got shape {x.shape}")
+    lo = float(np.nanmin(x)) if vmin is None else vmin
+    hi = float(np.nanmax(x)) if vmax is None else vmax
+    x = (np.clip(x, lo, hi) - lo) / max(hi - lo, 1e-12)
+    ncols = int(ncols) if ncols is not None else int(np.ceil(np.sqrt(n)))
+    if ncols < 1:
+        raise ValueError(f"ncols: expected a positive integer, got {ncols}")
+    nrows = -(-n // ncols)
+    h, w = x.shape[1:3]
+    grid = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad) + x.shape[3:])
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = x[i]
+    ax = _ax(ax)
+    ax.imshow(grid, cmap=cmap if grid.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax

@@ -11,6 +11,7 @@ from ._fit import FitResult as FitResult
 from ._fit import TrainingDivergedError as TrainingDivergedError
 from ._fit import fit as fit
 from ._sample import sample as sample
+from ._numpyro import EBMDistribution as EBMDistribution
 from ._diagnostics import ChainDiagnostics as ChainDiagnostics
 from ._sampler import AbstractSampler as AbstractSampler
 from ._sampler import SamplerInfo as SamplerInfo

@@ -7,6 +7,8 @@
 from . import datasets as datasets
 from . import evaluate as evaluate
 from ._ebm import EBM as EBM
+from ._estimator import AbstractLogZEstimator as AbstractLogZEstimator
+from ._estimator import LogZEstimate as LogZEstimate
 from ._fit import FitResult as FitResult
 from ._fit import TrainingDivergedError as TrainingDivergedError
 from ._fit import fit as fit

@@ -18,3 +18,6 @@ from ._nce import NCEState as NCEState
 from ._score_matching import DenoisingScoreMatching as DenoisingScoreMatching
 from ._score_matching import ExactScoreMatching as ExactScoreMatching
 from ._score_matching import SlicedScoreMatching as SlicedScoreMatching
+from ._ais import AIS as AIS
+from ._ais import annealing_schedule as annealing_schedule
+from ._smc import SMC as SMC

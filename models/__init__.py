@@ -5,3 +5,4 @@ from ._mlp import MLPEnergy as MLPEnergy
 from ._conditional import NoiseConditionedMLPEnergy as NoiseConditionedMLPEnergy
 from ._conv import ConvEnergy as ConvEnergy
 from ._conv import NoiseConditionedConvEnergy as NoiseConditionedConvEnergy
+from ._mixture import MixtureEnergy as MixtureEnergy

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 
 class GaussianEnergy(eqx.Module):
@@ -16,7 +17,8 @@ class GaussianEnergy(eqx.Module):
     The precision ``P = L L^T`` is parametrised by its Cholesky factor: a free strictly
     lower triangle and log-diagonal, so every parameter value is a valid Gaussian and
     gradient training cannot leave the family. ``exp(-E)`` integrates to
-    ``log Z = d/2 log(2 pi) - 1/2 log det P``, exposed as ``log_z``.
+    ``log Z = d/2 log(2 pi) - 1/2 log det P``, exposed as ``log_z``; ``sample(key, n)``
+    draws exactly from the normalised density.
 
     Arguments:
         mean: the mean ``mu``, shape ``(d,)``.
@@ -73,3 +75,8 @@ class GaussianEnergy(eqx.Module):
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
         z = self.cholesky.T @ (x - self.mean)
         return 0.5 * jnp.sum(z**2)
+
+    def sample(self, key: PRNGKeyArray, num_samples: int) -> Float[Array, "n d"]:
+        """``num_samples`` exact draws of ``N(mu, P^{-1})``: ``mu + L^{-T} z``."""
+        z = jax.random.normal(key, (num_samples, self.mean.shape[0]))
+        return self.mean + jax.scipy.linalg.solve_triangular(self.cholesky.T, z.T, lower=False).T

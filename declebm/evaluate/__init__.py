@@ -15,3 +15,6 @@ from ._diagnose import SamplerWarning as SamplerWarning
 from ._diagnose import diagnose as diagnose
 from .._diagnostics import ess as ess
 from .._diagnostics import rhat as rhat
+from ._log_z import LogLikelihoodEstimate as LogLikelihoodEstimate
+from ._log_z import log_likelihood as log_likelihood
+from ._log_z import log_z as log_z

@@ -1,0 +1,82 @@
+"""The log-normaliser estimator contract: log Z of a model, with error bars and bounds."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+
+class LogZEstimate(NamedTuple):
+    r"""An estimate of ``log Z = log \int p~(x) dx``, as an estimator reports it.
+
+    Attributes:
+        log_z: the point estimate, ``log mean_i exp(log_weights_i)``.
+        stderr: its standard error (delta method on the mean of the weights:
+            ``std(w) / (sqrt(n) mean(w))``, ``w = exp(log_weights)``).
+        ess: effective sample size of the weights, ``(sum w)^2 / sum w^2`` (between 1
+            and their number; a small value means the estimate rests on few chains).
+        log_weights: the numbers averaged in log space to give ``log_z``: for AIS the
+            log importance weight of each chain, for SMC the log Z of each independent run.
+        diagnostics: estimator-specific arrays, e.g. the acceptance rate at each
+            temperature and the schedule.
+        log_z_lower: a stochastic lower bound on ``log Z``: ``E[log_z_lower] <= log Z``
+            because ``exp(log_z_lower)`` is an unbiased estimate of ``Z`` (Jensen). For
+            forward AIS and SMC it is ``log_z`` itself.
+        log_z_upper: a stochastic upper bound from reverse AIS (bidirectional Monte
+            Carlo, Grosse et al. 2015), ``None`` when no reverse run was made.
+        gap: ``log_z_upper - log_z_lower`` (``None`` without a reverse run): how far
+            apart the two sides are; when it is large, more temperatures or better
+            transitions are needed before ``log_z`` can be trusted.
+    """
+
+    log_z: Float[Array, ""]
+    stderr: Float[Array, ""]
+    ess: Float[Array, ""]
+    log_weights: Float[Array, " n"]
+    diagnostics: dict[str, Any]
+    log_z_lower: Float[Array, ""] | None = None
+    log_z_upper: Float[Array, ""] | None = None
+    gap: Float[Array, ""] | None = None
+
+
+def summarise_log_weights(log_weights: Float[Array, " n"]) -> tuple[Array, Array, Array]:
+    r"""``(log mean exp(w), stderr, ess)`` of log weights ``w``, computed stably.
+
+    With ``u = exp(w - max w)``: ``log_mean = max w + log mean u``, the delta-method
+    standard error of ``log_mean`` is ``std(u) / (sqrt(n) mean(u))`` and the effective
+    sample size is ``(sum u)^2 / sum u^2``. Non-finite weights count as zero weight;
+    one weight has no standard error (NaN).
+    """
+    w = jnp.where(jnp.isfinite(log_weights), log_weights, -jnp.inf)
+    n = w.shape[0]
+    top = jnp.max(w)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    u = jnp.exp(w - jax.lax.stop_gradient(top))
+    mean_u = jnp.mean(u)
+    log_mean = top + jnp.log(mean_u)
+    stderr = jnp.std(u, ddof=1) / (jnp.sqrt(n) * mean_u) if n > 1 else jnp.full((), jnp.nan, u.dtype)
+    ess = jnp.sum(u) ** 2 / jnp.sum(u**2)
+    return log_mean, stderr, ess
+
+
+class AbstractLogZEstimator(eqx.Module):
+    r"""How ``log Z`` of an unnormalised model ``p~`` is estimated; configured once,
+    used by ``evaluate.log_z`` and ``evaluate.log_likelihood`` as ``fit`` uses a strategy.
+
+    Contract: ``estimate(model, key, *, data=None, **kwargs) -> LogZEstimate``, where
+    ``model`` has ``log_prob_unnorm(x)`` for one example (an ``EBM``) and ``data``
+    (optional, ``(n, *event_shape)``) may be used to fit the starting density or to
+    start reverse chains. Estimators hold only hyperparameters. Implementations live in
+    ``declebm.inference`` (``AIS``, ``SMC``).
+    """
+
+    @abc.abstractmethod
+    def estimate(
+        self, model: Any, key: PRNGKeyArray, *, data: Float[Array, "n *event"] | None = None, **kwargs
+    ) -> LogZEstimate:
+        """Estimate ``log Z`` of ``model``."""

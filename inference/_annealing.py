@@ -1,0 +1,104 @@
+r"""What AIS and SMC share: the geometric bridge between a normalised start and the
+model, the choice of that start, and the checks of estimator arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from jaxtyping import Array, Float
+
+from declebm import EBM, AbstractSampler
+from declebm._ebm import check_energy
+
+from ._nce import _fitted_gaussian
+
+
+class AnnealedTarget(eqx.Module):
+    r"""The geometric bridge from a normalised start ``q`` to the model ``p~``:
+
+    .. math:: \log f_\beta(x) = (1-\beta)\log q(x) + \beta\log\tilde p(x),\qquad \beta\in[0,1],
+
+    so ``f_0 = q`` (``Z_0 = 1``) and ``f_1 = p~`` (``Z_1 = Z``). A "model" for the samplers:
+    ``log_prob_unnorm(x, beta)`` for one example, with ``beta`` a keyword input.
+    """
+
+    model: Any
+    base: Any
+
+    def log_densities(self, x: Float[Array, "*event"]) -> tuple[Array, Array]:
+        """``(log p~(x), log q(x))`` for one example."""
+        return self.model.log_prob_unnorm(x), jnp.sum(self.base.log_prob(x))
+
+    def log_ratio(self, x: Float[Array, "*event"]) -> Float[Array, ""]:
+        r"""``log p~(x) - log q(x) = d log f_beta / d beta``."""
+        lp, lq = self.log_densities(x)
+        return lp - lq
+
+    def log_prob_unnorm(self, x: Float[Array, "*event"], beta: Float[Array, ""]) -> Float[Array, ""]:
+        lp, lq = self.log_densities(x)
+        return lq + beta * (lp - lq)
+
+
+def check_kernel(kernel: Any) -> None:
+    if not isinstance(kernel, AbstractSampler):
+        raise TypeError(f"kernel: expected a declebm sampler such as MALA(step_size=...) or HMC(...), got {type(kernel).__name__}")
+
+
+def check_distribution(base: Any, name: str = "base") -> None:
+    for method in ("sample", "log_prob"):
+        if not callable(getattr(base, method, None)):
+            raise TypeError(
+                f"{name}: expected a normalised density with `sample` and `log_prob` (e.g. a numpyro "
+                f"distribution), got {type(base).__name__} without `{method}`"
+            )
+
+
+def event_shape_of(model: Any, data: Array | None) -> tuple[int, ...]:
+    """The model's event shape (from the model, else from ``data``), checked against the energy."""
+    if not isinstance(model, EBM):
+        raise TypeError(f"model: expected a declebm.EBM, got {type(model).__name__}")
+    shape = model.event_shape
+    if shape is None and data is not None:
+        shape = tuple(data.shape[1:])
+    if shape is None:
+        raise ValueError(
+            "model: its event_shape is unknown; declare it (EBM(energy, event_shape=...) or an energy with "
+            "event_shape) or pass data="
+        )
+    check_energy(model, shape)
+    return tuple(shape)
+
+
+def start_density(base: Any, model: EBM, data: Array | None, event_shape: tuple[int, ...]) -> Any:
+    """The normalised start ``q`` of the bridge: ``base`` if given, else the model's own
+    base density, else a Gaussian fitted to ``data`` (full covariance for vectors), else
+    a standard normal. Its draws are checked to have the model's event shape."""
+    if base is not None:
+        name = "base"
+    elif model.base is not None:
+        base, name = model.base, "model.base"
+    elif data is not None:
+        base, name = _fitted_gaussian(data), "data"
+    else:
+        base = dist.Normal(jnp.zeros(event_shape), jnp.ones(event_shape)).to_event(len(event_shape))
+        name = "base"
+    check_distribution(base, name)
+    drawn = jax.eval_shape(lambda b: b.sample(jax.random.key(0), (2,)), base)
+    size = int(np.prod(event_shape))
+    if int(np.prod(drawn.shape[1:])) != size:
+        raise ValueError(
+            f"{name}: its draws have shape {tuple(drawn.shape[1:])} per example, but the model's examples "
+            f"have event_shape {event_shape}"
+        )
+    return base
+
+
+def draw_start(base: Any, num: int, event_shape: tuple[int, ...], key) -> Float[Array, "n *event"]:
+    """``num`` exact draws of the start density, shaped ``(num, *event_shape)``."""
+    x = base.sample(key, (num,))
+    return jnp.reshape(x, (num,) + tuple(event_shape)).astype(jnp.result_type(float))

@@ -16,6 +16,7 @@ from ._fit import fit as fit
 from ._sample import sample as sample
 from ._serialise import load as load
 from ._serialise import save as save
+from ._numpyro import EBMDistribution as EBMDistribution
 from ._diagnostics import ChainDiagnostics as ChainDiagnostics
 from ._sampler import AbstractSampler as AbstractSampler
 from ._sampler import SamplerInfo as SamplerInfo

@@ -1,0 +1,232 @@
+"""Train an EBM on the bundled 8x8 digits and measure its test log-likelihood with AIS.
+
+    python examples/digits.py --strategy dsm                 # CPU defaults, a few minutes
+    python examples/digits.py --strategy pcd --steps 20000 --width 1024 --ais-chains 1024 --ais-steps 5000  # GPU
+
+Data: scikit-learn's 1797 digits, dequantised ``(x + U) / 17`` into [0, 1), split 80/20
+(``declebm.datasets.digits``). The model lives in ZCA-whitened coordinates
+``z = C^{-1/2} (x - m)`` (``m``, ``C`` the training mean and covariance), where it is
+``EBM(energy, base=N(0, I))``: a Gaussian base fitted to the data times ``exp(-E(z))``,
+with ``E`` an ``MLPEnergy`` on the 64 numbers (or a ``ConvEnergy`` on the 8x8 whitened
+image, ``--energy conv``) whose last layer starts at zero, so training starts from the
+full-covariance Gaussian and can only be judged by what it adds. Whitening makes every
+direction unit-scale, so one sampler step size suits all pixels (the raw corner pixels
+vary 20 times less than the centre ones). The log-likelihood of an image is that of its
+whitened version minus ``1/2 log det C`` (the Jacobian).
+
+The test log-likelihood ``mean log p~(x) - log Z`` takes ``log Z`` from annealed
+importance sampling (``declebm.inference.AIS``) from the base to the model, run in both
+directions (bidirectional Monte Carlo, Grosse et al. 2015): forward AIS underestimates
+``log Z`` (an upper bound on the log-likelihood), reverse AIS started at the test
+images overestimates it (a lower bound, as far as the model fits the test data). A
+wide gap asks for more ``--ais-steps``. The script prints the result beside the
+references (nats per image, higher is better) and the exact log-likelihood of the
+full-covariance Gaussian on this split, writes a grid of model samples next to test
+images (``OUT/digits_<strategy>.png``) and the numbers (``OUT/digits_<strategy>.json``),
+and diagnoses the sampler that drew the images (acceptance, ESS, R-hat, KSD).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import optax
+
+import declebm as eb
+from declebm.inference import (
+    AIS,
+    MALA,
+    NCE,
+    STRATEGY_NAMES,
+    ContrastiveDivergence,
+    DenoisingScoreMatching,
+    ExactScoreMatching,
+    Langevin,
+    PersistentCD,
+    ReplayBufferML,
+    ShortRunML,
+    SlicedScoreMatching,
+)
+from declebm.models import ConvEnergy, MLPEnergy
+
+# Test log-likelihood of the same protocol, nats per image (higher is better).
+REFERENCES = {"full-covariance Gaussian": 46.0, "10-component GMM": 58.8, "KDE": 37.3}
+
+# Strategies configured for unit-scale (whitened) 64-D data. Step sizes follow the
+# Langevin convention of declebm's samplers (x' = x + eps/2 score + sqrt(eps) z).
+STRATEGIES = {
+    "cd": lambda: ContrastiveDivergence(MALA(step_size=0.05), steps=5),
+    "pcd": lambda: PersistentCD(MALA(step_size=0.05), steps=20),
+    "shortrun": lambda: ShortRunML(Langevin(step_size=0.02), steps=40),
+    "replay": lambda: ReplayBufferML(Langevin(step_size=0.02), steps=20),
+    "esm": lambda: ExactScoreMatching(),
+    "dsm": lambda: DenoisingScoreMatching(sigma=0.3),
+    "ssm": lambda: SlicedScoreMatching(num_projections=1),
+    "nce": lambda: NCE(),
+}
+NAMES = tuple(n for n in STRATEGY_NAMES if n in STRATEGIES)
+
+# CPU defaults, and the tiny settings of --quick; an option given explicitly wins over both.
+DEFAULTS = dict(steps=2000, batch_size=128, width=256, ais_chains=256, ais_steps=5000, sample_steps=1000)
+QUICK = dict(steps=5, batch_size=16, width=16, ais_chains=8, ais_steps=10, sample_steps=16)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--strategy", default="dsm", choices=NAMES)
+    ap.add_argument("--energy", default="mlp", choices=("mlp", "conv"),
+                    help="MLPEnergy(64, width, 2) or ConvEnergy on the 8x8 whitened image")
+    ap.add_argument("--steps", type=int, help=f"parameter updates ({DEFAULTS['steps']})")
+    ap.add_argument("--batch-size", type=int, help=f"data batch ({DEFAULTS['batch_size']})")
+    ap.add_argument("--width", type=int, help=f"hidden units (mlp) or base channels (conv) ({DEFAULTS['width']})")
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    ap.add_argument("--ais-chains", type=int, help=f"AIS chains in each direction ({DEFAULTS['ais_chains']})")
+    ap.add_argument("--ais-steps", type=int, help=f"AIS temperatures ({DEFAULTS['ais_steps']})")
+    ap.add_argument("--sample-steps", type=int, help=f"MALA steps for the image grid ({DEFAULTS['sample_steps']})")
+    ap.add_argument("--quick", action="store_true", help="tiny everything (smoke test)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="out/digits")
+    return ap
+
+
+def settings(args) -> dict:
+    preset = QUICK if args.quick else DEFAULTS
+    return {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in preset.items()}
+
+
+class Whitening(eqx.Module):
+    """ZCA whitening ``z = C^{-1/2} (x - m)`` fitted to the training images; ``log_det``
+    is ``1/2 log det C``, so ``log p_x(x) = log p_z(z) - log_det``."""
+
+    mean: jax.Array
+    forward: jax.Array
+    inverse: jax.Array
+    log_det: jax.Array
+
+    def __init__(self, train):
+        x = np.asarray(train, np.float64)
+        w, v = np.linalg.eigh(np.cov(x.T))
+        self.mean = jnp.asarray(x.mean(0), jnp.float32)
+        self.forward = jnp.asarray(v @ np.diag(w**-0.5) @ v.T, jnp.float32)
+        self.inverse = jnp.asarray(v @ np.diag(w**0.5) @ v.T, jnp.float32)
+        self.log_det = jnp.asarray(0.5 * np.sum(np.log(w)), jnp.float32)
+
+    def __call__(self, x):
+        return (x - self.mean) @ self.forward
+
+    def undo(self, z):
+        return z @ self.inverse + self.mean
+
+
+def build_model(kind: str, width: int, key) -> eb.EBM:
+    """``EBM(E, base=N(0, I))`` with ``E``'s last layer zero: at the start, the Gaussian."""
+    if kind == "mlp":
+        energy = MLPEnergy(64, width, 2, key=key)
+        last = lambda e: e.mlp.layers[-1]  # noqa: E731
+    else:
+        energy = ConvEnergy((64,), image_shape=(8, 8), channels=(width // 8, width // 4, width // 4), key=key)
+        last = lambda e: e.net.head  # noqa: E731
+    energy = eqx.tree_at(lambda e: (last(e).weight, last(e).bias), energy,
+                         (jnp.zeros_like(last(energy).weight), jnp.zeros_like(last(energy).bias)))
+    return eb.EBM(energy, base=dist.Normal(jnp.zeros(64), 1.0).to_event(1))
+
+
+def run(args) -> dict:
+    s = settings(args)
+    key = jax.random.key(args.seed)
+    k_data, k_model, k_fit, k_ais, k_sample = jax.random.split(key, 5)
+    train, test = eb.datasets.digits(key=k_data)
+    white = Whitening(train)
+    z_train, z_test = white(train), white(test)
+    gaussian = float(jnp.mean(dist.Normal(0.0, 1.0).log_prob(z_test).sum(-1)) - white.log_det)
+
+    model = build_model(args.energy, s["width"], k_model)
+    strategy = STRATEGIES[args.strategy]()
+    print(f"== {args.strategy}: {strategy}", flush=True)
+    t0 = time.perf_counter()
+    note = ""
+    try:
+        result = eb.fit(model, z_train, strategy, optimizer=optax.adam(args.lr), num_steps=s["steps"],
+                        batch_size=s["batch_size"], key=k_fit)
+        model = result.model
+    except eb.TrainingDivergedError as err:
+        model, note = err.model, f"diverged at step {err.step + 1}; last good model evaluated"
+        print(note, flush=True)
+    train_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ais = AIS(num_chains=s["ais_chains"], num_steps=s["ais_steps"], kernel=MALA(step_size=0.05), reverse="data")
+    ll = eb.evaluate.log_likelihood(model, z_test, ais, key=k_ais)
+    ais_s = time.perf_counter() - t0
+    shift = float(white.log_det)
+
+    report = eb.evaluate.diagnose(model, MALA(step_size=0.05), key=k_sample, num_chains=64,
+                                  num_steps=s["sample_steps"], warn=False)
+    images = np.asarray(white.undo(jnp.asarray(report.samples)))
+    return dict(
+        strategy=args.strategy, energy=args.energy, settings=s, lr=args.lr, seed=args.seed, note=note,
+        log_likelihood=float(ll.log_likelihood) - shift, stderr=float(ll.stderr),
+        lower=float(ll.log_likelihood_lower) - shift, upper=float(ll.log_likelihood_upper) - shift,
+        train_log_likelihood_upper=float(jnp.mean(model.log_prob_unnorm_batch(z_train)) - ll.log_z.log_z) - shift,
+        gaussian=gaussian, train_seconds=train_s, ais_seconds=ais_s,
+        ais_acceptance=float(jnp.mean(ll.log_z.diagnostics["acceptance_rate"])),
+        diagnosis=str(report), images=images, test=np.asarray(test[:64]),
+    )
+
+
+def table(r: dict) -> str:
+    lines = [
+        "| model | test log-likelihood (nats/image, higher is better) |",
+        "|---|---:|",
+        *(f"| {name} (reference) | {v:.1f} |" for name, v in REFERENCES.items()),
+        f"| full-covariance Gaussian, this split (exact; the EBM's start) | {r['gaussian']:.1f} |",
+        f"| EBM, {r['strategy']} ({r['energy']}), AIS: estimate [lower, upper] | "
+        f"{r['log_likelihood']:.1f} ± {r['stderr']:.1f} [{r['lower']:.1f}, {r['upper']:.1f}] |",
+    ]
+    if r["lower"] > r["upper"]:
+        lines.append(
+            "\nThe bounds cross: reverse AIS started at test images, which are not draws of the model, so its "
+            "'lower bound' is not one here (the model fits the test data worse than its own samples). "
+            "Trust the forward estimate as an upper bound only."
+        )
+    return "\n".join(lines)
+
+
+def figure(r: dict, path: str) -> None:
+    import declebm.plot as ebplot
+
+    fig, axs = ebplot.figure(1, 2, size=4.0)
+    ebplot.images(r["test"], ax=axs[0, 0], title="test images")
+    ebplot.images(r["images"], ax=axs[0, 1],
+                  title=f"{r['strategy']} samples ({r['settings']['sample_steps']} MALA steps)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    r = run(args)
+    print(table(r))
+    print(f"train {r['train_seconds']:.1f} s, AIS (both directions) {r['ais_seconds']:.1f} s, "
+          f"AIS acceptance {r['ais_acceptance']:.2f}; train-set upper bound {r['train_log_likelihood_upper']:.1f}; "
+          f"device {jax.devices()[0].device_kind}")
+    print(r["diagnosis"])
+    stem = os.path.join(args.out, f"digits_{args.strategy}")
+    figure(r, stem + ".png")
+    with open(stem + ".json", "w") as f:
+        json.dump({k: v for k, v in r.items() if k not in ("images", "test")}, f, indent=1)
+    print(f"wrote {stem}.png and {stem}.json")
+    return r
+
+
+if __name__ == "__main__":
+    main()

@@ -44,6 +44,47 @@ class AnnealedTarget(eqx.Module):
         return lq + beta * (lp - lq)
 
 
+class WhitenedGaussian(eqx.Module):
+    r"""``N(mu, L L^T)`` evaluated one example at a time through the whitening matrix
+    ``W = L^{-1}``: ``log q(x) = -1/2 |W (x - mu)|^2 - sum log diag L - d/2 log 2 pi``.
+
+    The same density as ``numpyro.distributions.MultivariateNormal(mu, scale_tril=L)``,
+    whose per-example ``log_prob`` is a triangular solve: vmapped over chains that becomes
+    many tiny batched solves, two orders of magnitude slower on CPU than one matmul.
+    """
+
+    loc: Float[Array, " d"]
+    scale_tril: Float[Array, "d d"]
+    whitening: Float[Array, "d d"]
+
+    def __init__(self, loc: Array, scale_tril: Array):
+        self.loc = loc
+        self.scale_tril = scale_tril
+        self.whitening = jax.scipy.linalg.solve_triangular(scale_tril, jnp.eye(loc.shape[0], dtype=loc.dtype), lower=True)
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (self.loc.shape[0],)
+
+    def log_prob(self, x: Float[Array, " d"]) -> Float[Array, ""]:
+        z = self.whitening @ (x - self.loc)
+        d = self.loc.shape[0]
+        half_log_det = jnp.sum(jnp.log(jnp.abs(jnp.diagonal(self.scale_tril))))
+        return -0.5 * jnp.sum(z**2) - half_log_det - 0.5 * d * jnp.log(2 * jnp.pi)
+
+    def sample(self, key, sample_shape: tuple[int, ...] = ()) -> Array:
+        z = jax.random.normal(key, tuple(sample_shape) + self.loc.shape, self.loc.dtype)
+        return self.loc + z @ self.scale_tril.T
+
+
+def per_example_density(base: Any) -> Any:
+    """``base``, or an equivalent that is cheap to evaluate one example at a time
+    (a full-covariance ``MultivariateNormal`` becomes a ``WhitenedGaussian``)."""
+    if isinstance(base, dist.MultivariateNormal) and tuple(base.batch_shape) == ():
+        return WhitenedGaussian(base.loc, base.scale_tril)
+    return base
+
+
 def check_kernel(kernel: Any) -> None:
     if not isinstance(kernel, AbstractSampler):
         raise TypeError(f"kernel: expected a declebm sampler such as MALA(step_size=...) or HMC(...), got {type(kernel).__name__}")
@@ -95,7 +136,7 @@ def start_density(base: Any, model: EBM, data: Array | None, event_shape: tuple[
             f"{name}: its draws have shape {tuple(drawn.shape[1:])} per example, but the model's examples "
             f"have event_shape {event_shape}"
         )
-    return base
+    return per_example_density(base)
 
 
 def draw_start(base: Any, num: int, event_shape: tuple[int, ...], key) -> Float[Array, "n *event"]:

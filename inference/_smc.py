@@ -102,7 +102,7 @@ class SMC(AbstractLogZEstimator):
     """
 
     num_particles: int = 1000
-    target_ess: float = 0.5
+    target_ess: float = 0.9
     kernel: AbstractSampler = MALA(step_size=0.1)
     num_mcmc_steps: int = 10
     num_runs: int = 4

@@ -1,6 +1,7 @@
 """Contrastive divergence versus maximum likelihood, made visible (Gagnon & Lajoie 2022).
 
     python examples/cd_vs_ml.py --dataset 8gaussians --steps 2000 --out out/
+    python examples/cd_vs_ml.py --strategy cd pcd --steps 20 --quick   # a smoke test
 
 Trains the same energy network (MLPEnergy(2, 128, 2)) with the same budget (updates,
 batch, Langevin sampler, k steps per update) by five MCMC variants:
@@ -16,7 +17,9 @@ MMD to held-out data of the training sampler's own k-step samples (what the trai
 "sees"), and of long-run chains from noise at 10x and 100x the training chain length
 (what the density really is), plus the long-run diagnosis verdict
 (``evaluate.long_run``). Writes a markdown table and one figure (rows: variants;
-columns: density, short-run samples, long-run 10x, long-run 100x) to ``--out``.
+columns: density, short-run samples, long-run 10x, long-run 100x) to ``--out``, and the
+numbers as JSON. ``--quick`` shrinks everything but the model, ``--steps`` and ``--k`` (data,
+grid, evaluation chains; long runs of 2x and 4x the training length) for a smoke test.
 
 The seed paper's claim to check: short-run noise-initialised training gives good
 short-run samples but a wrong density, while persistent chains approach ML.
@@ -25,6 +28,7 @@ short-run samples but a wrong density, while persistent chains approach ML.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -63,40 +67,43 @@ def make_strategy(name: str, sampler: Langevin, k: int):
         # their nearest-neighbour entropy, equal weights (Du et al. 2020).
         return ReplayBufferML(sampler, steps=k, kl_weight=1.0, entropy_weight=1.0, kl_steps=1)
     raise ValueError(f"--strategy: unknown variant {name!r}; choose from {', '.join(VARIANTS)} or all")
+# Sizes of everything but training: the protocol's, and the tiny ones of --quick. The
+# long runs are `long_run_factors` times the training chain length k.
+FULL = dict(num_train=50_000, num_test=5_000, resolution=200, long_run_factors=(10, 100))
+QUICK = dict(num_train=2_000, num_test=500, resolution=40, long_run_factors=(2, 4), num_chains=100)
 
 
-def parse_variants(text: str) -> list[str]:
-    if text == "all":
-        return list(VARIANTS)
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    for n in names:
-        if n not in VARIANTS:
-            raise SystemExit(f"--strategy: unknown variant {n!r}; choose from {', '.join(VARIANTS)} or all")
-    return names
-
-
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="8gaussians", choices=eb.datasets.TOY_NAMES)
-    ap.add_argument("--strategy", default="all",
-                    help="comma-separated variants among " + ", ".join(VARIANTS) + " (default: all)")
+    ap.add_argument("--strategy", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
+                    help="variants to train, among " + ", ".join(VARIANTS) + " (default: all)")
     ap.add_argument("--steps", type=int, default=2000, help="parameter updates per variant")
     ap.add_argument("--k", type=int, default=20, help="sampler steps per update (the training chain length)")
     ap.add_argument("--step-size", type=float, default=0.05, help="Langevin step size for every variant")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--num-chains", type=int, default=1000, help="chains for the evaluation")
+    ap.add_argument("--num-chains", type=int, default=None, help="chains for the evaluation (1000; 100 with --quick)")
     ap.add_argument("--out", default="out")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    variants = parse_variants(args.strategy)
+    ap.add_argument("--quick", action="store_true", help="tiny data, grid and evaluation (smoke test)")
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    size = QUICK if args.quick else FULL
+    if args.num_chains is None:
+        args.num_chains = size.get("num_chains", 1000)
+    variants = list(dict.fromkeys(args.strategy))
     k = args.k
-    lengths = (k, 10 * k, 100 * k)
+    f10, f100 = size["long_run_factors"]
+    lengths = (k, f10 * k, f100 * k)
 
     key = jax.random.key(args.seed)
     k_data, k_test, k_model, k_fit, k_eval = jax.random.split(key, 5)
-    data = eb.datasets.toy(args.dataset, 50_000, key=k_data)
-    test = eb.datasets.toy(args.dataset, 5_000, key=k_test)
+    data = eb.datasets.toy(args.dataset, size["num_train"], key=k_data)
+    test = eb.datasets.toy(args.dataset, size["num_test"], key=k_test)
     model0 = eb.EBM(MLPEnergy(in_size=2, width=128, depth=2, key=k_model))
     sampler = Langevin(step_size=args.step_size)
     # One MMD kernel for every number here: a mixture over the median distance and finer
@@ -115,7 +122,7 @@ def main(argv=None):
         train_s = time.perf_counter() - t0
         model = result.model
         t1 = time.perf_counter()
-        nll = float(eb.evaluate.grid_nll(model, test))
+        nll = float(eb.evaluate.grid_nll(model, test, resolution=size["resolution"]))
 
         # The training sampler's own short-run samples: one more draw of negatives from the
         # final state (CD: k steps from held-out data; short-run: k steps from noise; PCD: the
@@ -147,8 +154,8 @@ def main(argv=None):
         f"{', '.join(f'{b:.2f}' for b in h)} (median distance {h_med:.2f} and fractions); "
         f"long-run chains: {args.num_chains} from a Gaussian fitted to the data.",
         "",
-        f"| variant | chains start | test NLL (nats) | MMD² short-run ({k} steps) | MMD² long-run {10 * k} "
-        f"| MMD² long-run {100 * k} | MMD² {100 * k} from data | long-run verdict (score) | train s |",
+        f"| variant | chains start | test NLL (nats) | MMD² short-run ({k} steps) | MMD² long-run {f10 * k} "
+        f"| MMD² long-run {f100 * k} | MMD² {f100 * k} from data | long-run verdict (score) | train s |",
         "|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in rows:
@@ -171,6 +178,9 @@ def main(argv=None):
     md = os.path.join(args.out, f"cd_vs_ml_{args.dataset}.md")
     with open(md, "w") as f:
         f.write(table + "\n")
+    with open(os.path.join(args.out, f"cd_vs_ml_{args.dataset}.json"), "w") as f:
+        json.dump({"settings": {k_: v for k_, v in vars(args).items()}, "true_nll": true_nll,
+                   "rows": rows}, f, indent=1, default=float)
 
     # ---- the figure -----------------------------------------------------------------------
     png = os.path.join(args.out, f"cd_vs_ml_{args.dataset}.png")
@@ -179,10 +189,10 @@ def main(argv=None):
 
         fig, axs = plot.figure(len(panels), 4, size=2.6)
         for i, (name, model, nll, x_short, report) in enumerate(panels):
-            plot.density(model, ax=axs[i, 0], title=f"{name}: density, NLL {nll:.2f}")
+            plot.density(model, ax=axs[i, 0], resolution=size["resolution"], title=f"{name}: density, NLL {nll:.2f}")
             plot.samples(x_short, ax=axs[i, 1], title=f"training sampler ({k} steps)", color="C1")
-            plot.samples(report.samples_from_noise[1], ax=axs[i, 2], title=f"long run {10 * k} steps", color="C2")
-            plot.samples(report.samples_from_noise[2], ax=axs[i, 3], title=f"long run {100 * k} steps", color="C3")
+            plot.samples(report.samples_from_noise[1], ax=axs[i, 2], title=f"long run {f10 * k} steps", color="C2")
+            plot.samples(report.samples_from_noise[2], ax=axs[i, 3], title=f"long run {f100 * k} steps", color="C3")
         fig.tight_layout()
         fig.savefig(png, dpi=100)
         print(f"\nwrote {md} and {png}")

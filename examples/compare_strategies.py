@@ -1,19 +1,22 @@
 """Every training strategy on one 2-D dataset, with the same network and budget.
 
     python examples/compare_strategies.py                      # 8gaussians, every strategy
-    python examples/compare_strategies.py --dataset moons --strategies esm,ssm,nce --steps 2000
+    python examples/compare_strategies.py --dataset moons --strategy esm ssm nce --steps 2000
+    python examples/compare_strategies.py --strategy nce --steps 20 --quick   # a smoke test
 
 Each strategy trains ``MLPEnergy(2, 128, 2)`` from the same initial weights with the same
 optimizer, batch size, number of updates and data; only ``strategy=`` changes. The script
 writes ``OUT/compare_<dataset>.png`` (the data, then one density panel per strategy) and
 ``OUT/compare_<dataset>.md``: the exact NLL of held-out data by grid quadrature on
 [-5, 5]^2 (lower is better; the true density's NLL, where known, is the floor), the wall
-time per update and updates per second (compilation excluded).
+time per update and updates per second (compilation excluded), and the same numbers as
+``OUT/compare_<dataset>.json``. ``--quick`` shrinks the data and the grid for a smoke test.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -22,30 +25,39 @@ import numpy as np
 import optax
 
 import declebm as eb
-import declebm.plot  # noqa: F401  (matplotlib, imported on demand)
 from declebm.inference import STRATEGY_NAMES, strategy_from_name
 from declebm.models import MLPEnergy
 
 
-def parse_args(argv=None):
+# Sizes of everything but training with --quick (an option given explicitly wins).
+QUICK = dict(num_train=2_000, num_test=500, resolution=40)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="8gaussians", choices=eb.datasets.TOY_NAMES)
-    p.add_argument("--strategies", default=",".join(STRATEGY_NAMES),
-                   help=f"comma-separated names from: {', '.join(STRATEGY_NAMES)}")
+    p.add_argument("--strategy", "--strategies", dest="strategies", nargs="+", default=list(STRATEGY_NAMES),
+                   choices=STRATEGY_NAMES, metavar="NAME",
+                   help=f"strategies to compare, among {', '.join(STRATEGY_NAMES)} (default: all)")
     p.add_argument("--steps", type=int, default=2000, help="parameter updates per strategy")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (the same for all)")
-    p.add_argument("--num-train", type=int, default=50_000)
-    p.add_argument("--num-test", type=int, default=5_000)
-    p.add_argument("--resolution", type=int, default=200, help="grid cells per axis for the exact NLL")
+    p.add_argument("--num-train", type=int, default=None, help="training examples (50000; 2000 with --quick)")
+    p.add_argument("--num-test", type=int, default=None, help="held-out examples (5000; 500 with --quick)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="grid cells per axis for the exact NLL (200; 40 with --quick)")
     p.add_argument("--out", default="out")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = [s for s in names if s not in STRATEGY_NAMES]
-    if unknown or not names:
-        p.error(f"--strategies: unknown {unknown}; choose from {', '.join(STRATEGY_NAMES)}")
-    args.strategies = names
+    p.add_argument("--quick", action="store_true", help="tiny data and grid (smoke test)")
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    for name, value in (QUICK if args.quick else dict(num_train=50_000, num_test=5_000, resolution=200)).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.strategies = list(dict.fromkeys(args.strategies))
     return args
 
 
@@ -142,8 +154,16 @@ def main(argv=None):
     stem = os.path.join(args.out, f"compare_{args.dataset}")
     with open(stem + ".md", "w") as f:
         f.write(md + "\n")
-    figure(rows, data, args, stem + ".png")
-    print(f"wrote {stem}.md and {stem}.png")
+    with open(stem + ".json", "w") as f:
+        json.dump({"settings": vars(args),
+                   "rows": [{k: v for k, v in r.items() if k != "model"} for r in rows],
+                   "skipped": [r["strategy"] for r in rows if r.get("note", "").startswith("skipped")]},
+                  f, indent=1, default=float)
+    try:
+        figure(rows, data, args, stem + ".png")
+        print(f"wrote {stem}.md, {stem}.json and {stem}.png")
+    except ImportError as e:
+        print(f"no figure: {e}")
 
 
 if __name__ == "__main__":

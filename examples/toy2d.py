@@ -1,10 +1,14 @@
 """Train an EBM on a 2-D toy, plot its density and samples, report the exact test NLL.
 
     python examples/toy2d.py --dataset 8gaussians --strategy pcd --steps 5000 --out out/
+    python examples/toy2d.py --strategy nce --steps 20 --quick      # a smoke test in seconds
 
 Runs unchanged on CPU or GPU. The exact NLL comes from grid quadrature (200x200 on
 [-5, 5]^2, the particle-dynamics protocol); where the toy has a closed-form density the
 true density's NLL on the same test set is printed beside it (no model can beat it).
+Writes ``OUT/toy2d_<dataset>_<strategy>.json`` (the numbers) and ``.png`` (data, density,
+samples and the training curves of the metrics the strategy reports). ``--quick`` shrinks
+everything but the model and ``--steps`` (data, grid, sampling) for a smoke test.
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from declebm.inference import MALA, STRATEGY_NAMES, strategy_from_name
 from declebm.models import MLPEnergy, NoiseConditionedMLPEnergy
 
 
-def main(argv=None):
+# Sizes of everything but training: the protocol's, and the tiny ones of --quick.
+FULL = dict(num_train=50_000, num_test=5_000, resolution=200, num_samples=2000, sample_steps=1000)
+QUICK = dict(num_train=2_000, num_test=500, resolution=40, num_samples=200, sample_steps=20)
+# The training curves worth a look, by what the strategy reports (the first group present).
+CURVES = (("energy_data", "energy_samples"), ("f_data", "f_samples"), ("accuracy",), ("score_sq_norm",), ("loss",))
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="8gaussians", choices=eb.datasets.TOY_NAMES)
     ap.add_argument("--strategy", default="pcd", choices=STRATEGY_NAMES)
@@ -32,12 +43,18 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--out", default="out")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    ap.add_argument("--quick", action="store_true", help="tiny data, grid and sampling (smoke test)")
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    size = QUICK if args.quick else FULL
 
     key = jax.random.key(args.seed)
     k_data, k_test, k_model, k_fit, k_sample = jax.random.split(key, 5)
-    data = eb.datasets.toy(args.dataset, 50_000, key=k_data)
-    test = eb.datasets.toy(args.dataset, 5_000, key=k_test)
+    data = eb.datasets.toy(args.dataset, size["num_train"], key=k_data)
+    test = eb.datasets.toy(args.dataset, size["num_test"], key=k_test)
     strategy = strategy_from_name(args.strategy)
     # Strategies that learn a ladder of noise levels (recovery) say so with `level_model`:
     # they need an energy that takes the level, and their density is the level-0 model.
@@ -53,8 +70,8 @@ def main(argv=None):
     train_s = time.perf_counter() - t0
 
     density, density_init = (strategy.level_model(result.model), strategy.level_model(model)) if ladder else (result.model, model)
-    nll = float(eb.evaluate.grid_nll(density, test))
-    nll_init = float(eb.evaluate.grid_nll(density_init, test))
+    nll = float(eb.evaluate.grid_nll(density, test, resolution=size["resolution"]))
+    nll_init = float(eb.evaluate.grid_nll(density_init, test, resolution=size["resolution"]))
     metrics = {"dataset": args.dataset, "strategy": args.strategy, "steps": args.steps,
                "train_seconds": round(train_s, 1), "test_nll": round(nll, 4), "test_nll_at_init": round(nll_init, 4)}
     if eb.datasets.has_log_prob(args.dataset):
@@ -62,11 +79,11 @@ def main(argv=None):
         metrics["gap_to_true"] = round(nll - metrics["true_density_nll"], 4)
 
     # Samples of the learned density: long MALA chains from the Gaussian start.
-    start = jnp.mean(data, 0) + jnp.std(data, 0) * jax.random.normal(k_sample, (2000, 2))
+    start = jnp.mean(data, 0) + jnp.std(data, 0) * jax.random.normal(k_sample, (size["num_samples"], 2))
     if ladder:  # progressive sampling down the ladder
-        samples = strategy.sample(result.model, 2000, key=k_sample)
+        samples = strategy.sample(result.model, size["num_samples"], key=k_sample)
     else:
-        samples = eb.sample(result.model, MALA(step_size=0.05), init=start, num_steps=1000, key=k_sample)
+        samples = eb.sample(result.model, MALA(step_size=0.05), init=start, num_steps=size["sample_steps"], key=k_sample)
 
     os.makedirs(args.out, exist_ok=True)
     png = os.path.join(args.out, f"toy2d_{args.dataset}_{args.strategy}.png")
@@ -75,9 +92,10 @@ def main(argv=None):
 
         fig, axs = plot.figure(1, 4)
         plot.samples(test, ax=axs[0, 0], title=f"data ({args.dataset})")
-        plot.density(density, ax=axs[0, 1], title=f"learned density, NLL {nll:.3f}")
-        plot.samples(samples, ax=axs[0, 2], title="model samples (MALA, 1000 steps)", color="C1")
-        plot.curves(result.history, [k for k in ("energy_data", "energy_samples", "f_data", "f_samples") if k in result.history], ax=axs[0, 3], title="training")
+        plot.density(density, ax=axs[0, 1], resolution=size["resolution"], title=f"learned density, NLL {nll:.3f}")
+        plot.samples(samples, ax=axs[0, 2], title=f"model samples ({size['sample_steps']} steps)", color="C1")
+        curves = next(keys for keys in CURVES if all(k in result.history for k in keys))
+        plot.curves(result.history, curves, ax=axs[0, 3], title="training")
         fig.tight_layout()
         fig.savefig(png, dpi=110)
         metrics["figure"] = png

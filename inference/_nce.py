@@ -38,18 +38,19 @@ class NCEState(NamedTuple):
     noise: Any
 
 
-def _fitted_gaussian(data: Float[Array, "n *event"]) -> dist.Distribution:
+def _fitted_gaussian(data: Float[Array, "n *event"], scale: float = 1.0) -> dist.Distribution:
     """A Gaussian fitted to ``data`` (``(n, *event)``): full covariance for vector
-    examples, diagonal (independent per coordinate) for examples of higher rank."""
+    examples, diagonal (independent per coordinate) for examples of higher rank; its
+    standard deviations multiplied by ``scale``."""
     event = data.shape[1:]
     mean = jnp.mean(data, 0)
     if len(event) == 1:
         centred = data - mean
         cov = centred.T @ centred / max(data.shape[0] - 1, 1)
         cov = cov + 1e-6 * jnp.mean(jnp.diag(cov)) * jnp.eye(event[0], dtype=data.dtype) + 1e-12
-        cov = 0.5 * (cov + cov.T)
+        cov = 0.5 * (cov + cov.T) * scale**2
         return dist.MultivariateNormal(mean, covariance_matrix=cov)
-    std = jnp.std(data, 0) + 1e-6
+    std = (jnp.std(data, 0) + 1e-6) * scale
     return dist.Normal(mean, std).to_event(len(event))
 
 
@@ -65,7 +66,8 @@ class NCE(AbstractStrategy):
         noise: the noise distribution ``q``: any NumPyro distribution (anything with
             ``sample(key, shape)`` and ``log_prob``) whose ``event_shape`` is the shape of
             one example. Default: a Gaussian fitted to the data's mean and covariance
-            at ``init`` (diagonal for examples that are not vectors).
+            at ``init`` (diagonal for examples that are not vectors), its standard
+            deviations widened by ``noise_scale``.
         ratio: noise samples per data sample (``nu``); ``round(ratio * batch_size)``
             noise points are drawn per step.
 
@@ -79,16 +81,42 @@ class NCE(AbstractStrategy):
             where the data is, and training recovers slowly (a 5-D Gaussian from
             ``log_z = 0``, 4.6 nats off, had not recovered after 600 steps). ``False``
             keeps the model's own ``log_z``.
+        num_is_samples: noise draws for that estimate.
+        noise_scale: the default noise's standard deviations are the data's times this
+            (1.25). At 1 the noise matches the data's first two moments, so a network that
+            starts nearly linear-quadratic in ``x`` sees the same expectations under data and
+            noise: the classifier starts at a saddle where the gradient comes from third-order
+            statistics only (64-D digits, ``MLPEnergy(64, 128, 2)``, Adam 1e-3: accuracy 0.50
+            for 900 steps, 0.91 at 2000). A slightly wider noise breaks the tie (1.25: 0.70 at
+            250 steps, 0.84 at 1500) at the price of a start that is 2.7 nats per image worse
+            than the matched Gaussian; 1.5 separates faster (0.78 at 100 steps) but the
+            density after 1500 steps was 6 nats worse. Ignored when ``noise`` is given.
+        noise_as_base: when the model has no base density, make the noise its base at
+            the start of ``fit`` (``log p~ = -E + log q``; ``fit`` never trains a base), so
+            the network learns the log-ratio of data to noise, which is what the classifier
+            sees: ``G = -E - log_z - log nu``. The model starts as the noise (normalised:
+            the importance-sampling ``log_z`` is then exact, 0 for a constant energy) and is
+            integrable. Without it the network has to learn ``log q`` itself before it can
+            classify: on the 64-D digits, ``-log q`` of the fitted Gaussian spreads the
+            log-odds over +-15 nats, the importance-sampling start of ``log_z`` (weights
+            ``1/q`` when ``E`` is flat, of infinite variance) lands ~20 nats above its
+            balance point, and accuracy stayed below chance (0.44) for 700 steps.
+            ``False`` keeps the model as given.
     """
 
     noise: Any = None
     ratio: float = 1.0
     init_log_z: bool = True
     num_is_samples: int = 4096
+    noise_as_base: bool = True
+    noise_scale: float = 1.25
 
     def __check_init__(self):
         check_positive(self.ratio, "ratio")
         check_positive(self.num_is_samples, "num_is_samples", integer=True)
+        check_positive(self.noise_scale, "noise_scale")
+        if not isinstance(self.noise_as_base, bool):
+            raise TypeError(f"noise_as_base: expected True or False, got {self.noise_as_base!r}")
         if self.noise is not None:
             for method in ("log_prob", "sample"):
                 if not callable(getattr(self.noise, method, None)):
@@ -112,7 +140,7 @@ class NCE(AbstractStrategy):
         """The noise distribution for ``data``: the given one, checked, or a fitted Gaussian."""
         event = tuple(data.shape[1:])
         if self.noise is None:
-            return _fitted_gaussian(data)
+            return _fitted_gaussian(data, self.noise_scale)
         noise_event = tuple(getattr(self.noise, "event_shape", ()))
         if noise_event != event:
             raise ValueError(
@@ -130,9 +158,11 @@ class NCE(AbstractStrategy):
         return jax.tree.map(jnp.asarray, self.noise)
 
     def init_model(self, model: EBM, data: Float[Array, "n *event"], key: PRNGKeyArray) -> EBM:
+        noise = self._noise_for(data)
+        if self.noise_as_base and model.base is None:
+            model = eqx.tree_at(lambda m: m.base, model, noise, is_leaf=lambda x: x is None)
         if not self.init_log_z:
             return model
-        noise = self._noise_for(data)
         y = noise.sample(key, (self.num_is_samples,)).astype(data.dtype)
         log_w = model.log_prob_unnorm_batch(y) - noise.log_prob(y)
         log_z = jax.nn.logsumexp(log_w) - math.log(self.num_is_samples)

@@ -34,3 +34,85 @@ def test_core_never_imports_inference_or_models():
             if any(n.split(".")[-1] in ("inference", "models") or n.startswith(("declebm.inference", "declebm.models")) for n in names):
                 offenders.append(f"{path.relative_to(core)}:{node.lineno}")
     assert not offenders, offenders
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _repository_files() -> list[pathlib.Path]:
+    """The tracked files (git), or every file outside hidden and build folders without git."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", ".venv", "build", "__pycache__", ".pytest_cache"}
+        return [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.relative_to(ROOT).parts)]
+
+
+def test_the_repository_stands_alone():
+    # The design documents outside the repository are not shipped: no file may send a
+    # reader there (ARCHITECTURE.md holds the contract).
+    outside = ".." + "/shared"
+    offenders = [str(p.relative_to(ROOT)) for p in _repository_files()
+                 if outside in p.read_text(encoding="utf-8", errors="ignore")]
+    assert not offenders, offenders
+    assert (ROOT / "ARCHITECTURE.md").is_file()
+    assert "ARCHITECTURE.md" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _third_party_imports(folders: list[str]) -> dict[str, str]:
+    """Top-level modules imported anywhere (also inside functions) under ``folders``,
+    outside the standard library and declebm itself: {module: first file using it}."""
+    import sys
+
+    found = {}
+    for folder in folders:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in ("declebm", "__future__"):
+                        found.setdefault(top, str(path.relative_to(ROOT)))
+    return found
+
+
+def test_the_readme_install_command_installs_what_the_library_and_examples_import():
+    # `pip install ".[plot]"` (the README's command) must get every third-party module the
+    # library and the examples import, directly or through a dependency's own requirements
+    # (scipy comes with jax, tqdm with numpyro).
+    import importlib.metadata as md
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"]) + list(project["optional-dependencies"]["plot"])
+
+    def name(requirement: str) -> str:
+        return re.split(r"[\s<>=!~;\[(]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+    installed, todo = set(), [name(r) for r in wanted]
+    while todo:  # the closure of the requirements, without extras
+        dist = todo.pop()
+        if dist in installed:
+            continue
+        installed.add(dist)
+        try:
+            requires = md.requires(dist) or []
+        except md.PackageNotFoundError:
+            continue
+        todo += [name(r) for r in requires if "extra ==" not in r]
+    providers = md.packages_distributions()
+    missing = {}
+    for module, where in _third_party_imports(["declebm", "models", "inference", "examples"]).items():
+        dists = {d.lower().replace("_", "-") for d in providers.get(module, [module])}
+        if not dists & installed:
+            missing[module] = where
+    assert not missing, f"imported but not installed by pip install '.[plot]': {missing}"

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
+MISSING_MATPLOTLIB = (
+    "declebm.plot needs matplotlib, which the `plot` extra installs: "
+    "pip install 'declebm[plot]' (from a clone: pip install '.[plot]'), or pip install matplotlib"
+)
+
 
 def _plt():
+    """``matplotlib.pyplot``, imported on the first plot (``import declebm`` does not
+    import matplotlib), or an ImportError naming the extra that installs it."""
     try:
         import matplotlib
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("declebm.plot needs matplotlib: pip install 'declebm[plot]'") from e
+    except ImportError as e:
+        raise ImportError(MISSING_MATPLOTLIB) from e
     return plt
 
 
@@ -26,8 +34,8 @@ def density(model: Any, *, bounds=(-5.0, 5.0), resolution: int = 200, ax=None, t
     """Heatmap of a 2-D model's grid-normalised density ``p(x)`` (or ``log p`` with ``log=True``)."""
     from ..evaluate import grid_log_prob
 
+    ax = _ax(ax)  # first, so that a missing matplotlib is said before the grid is computed
     axes, log_p = grid_log_prob(model, bounds=bounds, resolution=resolution)
-    ax = _ax(ax)
     values = np.asarray(log_p if log else np.exp(log_p)).T  # rows = y
     (x0, x1), (y0, y1) = (float(axes[0][0]), float(axes[0][-1])), (float(axes[1][0]), float(axes[1][-1]))
     ax.imshow(values, origin="lower", extent=(x0, x1, y0, y1), cmap="viridis", aspect="equal",
@@ -57,9 +65,31 @@ def samples(x: Any, *, bounds=(-5.0, 5.0), ax=None, title: str | None = None, s:
 
 
 def curves(history: dict, keys: Sequence[str] | None = None, *, ax=None, title: str | None = None):
-    """Training curves from ``FitResult.history`` against the step count."""
+    """Training curves from ``FitResult.history`` against the step count.
+
+    Arguments:
+        history: ``FitResult.history`` (a dict of equal-length sequences with ``"step"``).
+        keys: the metrics to draw; default every metric the history has (all but
+            ``"step"`` and ``"time"``). Each strategy reports its own metrics (MCMC:
+            ``energy_data``, ``energy_samples``; score matching: ``score_sq_norm``; NCE:
+            ``accuracy``, ``log_z``), so requested keys the history lacks are skipped with
+            a warning naming the ones it has; a ValueError if it has none of them.
+    """
+    if not isinstance(history, dict) or "step" not in history:
+        raise TypeError(f"history: expected FitResult.history, a dict with a 'step' entry, got {type(history).__name__}")
+    available = [k for k in history if k not in ("step", "time")]
+    if keys is None:
+        keys = available
+    else:
+        if isinstance(keys, str):
+            keys = [keys]
+        missing = [k for k in keys if k not in history]
+        keys = [k for k in keys if k in history]
+        if not keys:
+            raise ValueError(f"keys: none of {missing} is in the history; it has {available}")
+        if missing:
+            warnings.warn(f"plot.curves: the history has no {missing} (it has {available}); skipped", stacklevel=2)
     ax = _ax(ax)
-    keys = keys if keys is not None else [k for k in history if k not in ("step", "time")]
     for k in keys:
         ax.plot(history["step"], history[k], label=k)
     ax.set_xlabel("step")

@@ -1,0 +1,42 @@
+"""Every benchmark's command line runs with tiny settings, every advertised option used once
+(the examples' convention is in tests/test_examples.py; benchmarks have no --quick)."""
+
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+# Benchmarks have no --quick; each gets tiny settings here, and between its runs every option
+# it advertises is given. A new benchmark fails test_every_benchmark_has_a_smoke_run until added.
+BENCHMARKS = {
+    "bench_fit.py": [["--steps", "20", "--chunk", "10", "--repeats", "1"]],
+    "bench_sliced_memory.py": [["--dims", "4", "--batch-size", "8", "--projections", "2", "--model", "gaussian",
+                                "--no-time", "--train-steps", "10"]],
+    "bench_scaling.py": [["--quick", "--steps", "5", "--repeats", "1", "--width", "8", "--chains", "8",
+                          "--max-devices", "1", "--out", "scaling.md"]],
+}
+
+
+def test_every_benchmark_has_a_smoke_run_using_every_option():
+    paths = sorted(glob.glob(os.path.join(ROOT, "benchmarks", "*.py")))
+    assert sorted(os.path.basename(p) for p in paths) == sorted(BENCHMARKS)
+    for path in paths:
+        with open(path) as f:  # options hidden from --help (argparse.SUPPRESS) are internal
+            advertised = {m for line in f if "SUPPRESS" not in line
+                          for m in re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", line)}
+        used = {a for argv in BENCHMARKS[os.path.basename(path)] for a in argv if a.startswith("--")}
+        assert advertised <= used, f"{os.path.basename(path)}: options never exercised {advertised - used}"
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_benchmark_runs_with_tiny_settings(name, tmp_path):
+    for argv in BENCHMARKS[name]:
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *argv], cwd=str(tmp_path),
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{name} {' '.join(argv)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        assert "|" in proc.stdout  # its table

@@ -1,0 +1,138 @@
+"""Every example's command line runs, for every ``--strategy`` value it accepts.
+
+The convention every ``examples/*.py`` follows (this test relies on it):
+
+- ``build_parser() -> argparse.ArgumentParser`` (all options) and ``main(argv=None)``,
+  with ``if __name__ == "__main__": main()``.
+- It accepts ``--steps N`` (parameter updates), ``--out DIR``, ``--seed S`` and
+  ``--quick``: tiny everything that ``--steps`` does not set (data, evaluation grids,
+  sampling steps and chains, AIS temperatures, ...), so ``--steps 3 --quick`` runs in
+  seconds. An option given explicitly wins over ``--quick`` (give such options
+  ``default=None`` and fill them in ``main``).
+- An example that trains by more than one strategy has ``--strategy`` with ``choices=``
+  (``nargs="+"`` where one run compares several); the test runs each choice. A choice the
+  example cannot run is an error (non-zero exit), not a silent skip.
+- Each run writes its numbers as ``.json`` into ``--out`` (subfolders allowed) and, when
+  matplotlib is installed, a ``.png``.
+
+Discovery is automatic: a new example, a new strategy name or a new option is covered
+without editing this file. Per example, ONE subprocess runs the script as ``__main__``
+(``runpy``, the real command line) once per ``--strategy`` choice, in fresh ``--out``
+folders; the first run also gives every other option explicitly (a non-default choice
+for options with choices, the default value for options with a non-None default, every
+flag), so each advertised option is parsed and used at least once. The subprocesses share
+JAX's persistent compilation cache (a temporary folder) to save compile time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.py")))
+CONVENTION = ("--steps", "--out", "--seed", "--quick")
+STEPS = "3"
+
+# Runs the given command lines of one example in this process (the real `__main__` path)
+# and checks each left a JSON file in its --out; exits non-zero on the first failure.
+_DRIVER = r"""
+import glob, json, os, runpy, sys, traceback
+script, runs = sys.argv[1], json.loads(sys.argv[2])
+for argv, out in runs:
+    sys.argv = [script, *argv]
+    print("$ python", os.path.basename(script), " ".join(argv), flush=True)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (0, None):
+            print(f"FAILED: exit status {e.code}", flush=True)
+            sys.exit(1)
+    except BaseException:
+        traceback.print_exc()
+        print("FAILED: raised", flush=True)
+        sys.exit(1)
+    if not glob.glob(os.path.join(out, "**", "*.json"), recursive=True):
+        print(f"FAILED: no .json written under {out}", flush=True)
+        sys.exit(1)
+"""
+
+
+def _parser(path: str) -> argparse.ArgumentParser:
+    spec = importlib.util.spec_from_file_location(f"_example_{os.path.basename(path)[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # examples do their work in main(), not at import
+    assert callable(getattr(module, "main", None)), f"{path}: no main(argv=None)"
+    assert callable(getattr(module, "build_parser", None)), f"{path}: no build_parser()"
+    return module.build_parser()
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.option_strings[0]: a for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def _other_options(options: dict[str, argparse.Action]) -> list[str]:
+    """Every option outside the convention and --strategy, given once explicitly."""
+    argv = []
+    for flag, action in options.items():
+        if flag in CONVENTION or action.dest in ("strategy", "strategies") or "--strategy" in action.option_strings:
+            continue
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            argv.append(flag)
+        elif action.choices is not None:
+            choices = list(action.choices)
+            default = action.default if not isinstance(action.default, list) else action.default[0]
+            pick = next((c for c in reversed(choices) if c != default), choices[0])
+            argv += [flag, str(pick)]
+        elif action.default is not None:
+            values = action.default if isinstance(action.default, (list, tuple)) else [action.default]
+            argv += [flag, *(str(v) for v in values)]
+    return argv
+
+
+def test_examples_exist_and_follow_the_convention():
+    assert len(EXAMPLES) >= 3
+    for path in EXAMPLES:
+        options = _options(_parser(path))
+        missing = [o for o in CONVENTION if o not in options]
+        assert not missing, f"{os.path.basename(path)} lacks {missing} (see this file's docstring)"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[os.path.basename(p) for p in EXAMPLES])
+def test_example_runs_for_every_strategy(path, tmp_path, tmp_path_factory):
+    options = _options(_parser(path))
+    strategy = next((a for a in options.values() if "--strategy" in a.option_strings), None)
+    choices = list(strategy.choices) if strategy is not None and strategy.choices is not None else [None]
+    runs = []
+    for i, choice in enumerate(choices):
+        out = str(tmp_path / (choice or "run"))
+        argv = ["--steps", STEPS, "--seed", "0", "--quick", "--out", out]
+        if choice is not None:
+            argv += ["--strategy", choice]
+        if i == 0:
+            argv += _other_options(options)
+        runs.append((argv, out))
+    cache = tmp_path_factory.getbasetemp() / "jax_cache"
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, path, json.dumps(runs)], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{os.path.basename(path)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    # Every run left its numbers; the figures too where matplotlib is installed.
+    have_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    for argv, out in runs:
+        pngs = glob.glob(os.path.join(out, "**", "*.png"), recursive=True)
+        assert pngs or not have_matplotlib, f"{os.path.basename(path)} {' '.join(argv)}: no .png in {out}"
+        for name in glob.glob(os.path.join(out, "**", "*.json"), recursive=True):
+            with open(name) as f:
+                result = json.load(f)
+            skipped = result.get("skipped") if isinstance(result, dict) else None
+            assert not skipped, f"{os.path.basename(path)} {' '.join(argv)}: skipped {skipped}"
+

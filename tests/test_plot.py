@@ -1,0 +1,59 @@
+"""declebm.plot: reachable from `import declebm`, matplotlib imported only by a plot, a
+clear ImportError naming the extra without it, and curves drawing what the history has."""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_plot_is_an_attribute_of_declebm_without_importing_matplotlib():
+    proc = _python(
+        "import sys, declebm\n"
+        "assert callable(declebm.plot.density) and callable(declebm.plot.curves)\n"
+        "print('matplotlib' in sys.modules)\n"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
+
+
+def test_missing_matplotlib_names_the_plot_extra():
+    # sys.modules[name] = None makes `import name` raise ImportError: matplotlib "missing".
+    proc = _python(
+        "import sys\n"
+        "sys.modules['matplotlib'] = None\n"
+        "sys.modules['matplotlib.pyplot'] = None\n"
+        "import declebm\n"
+        "plot = declebm.plot\n"
+        "try:\n"
+        "    plot.figure(1, 2)\n"
+        "except ImportError as e:\n"
+        "    print('ImportError:', e)\n"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ImportError:" in proc.stdout and "declebm[plot]" in proc.stdout and "matplotlib" in proc.stdout
+
+
+def test_curves_draws_the_metrics_the_history_has():
+    pytest.importorskip("matplotlib")
+    import declebm as eb
+
+    history = {"step": np.arange(1, 4), "time": np.ones(3), "loss": np.ones(3), "accuracy": np.ones(3)}
+    ax = eb.plot.curves(history)  # default: every metric
+    assert sorted(line.get_label() for line in ax.lines) == ["accuracy", "loss"]
+    with pytest.warns(UserWarning, match="energy_data"):
+        ax = eb.plot.curves(history, ["energy_data", "loss"])  # a score-matching run asked for MCMC curves
+    assert [line.get_label() for line in ax.lines] == ["loss"]
+    with pytest.raises(ValueError, match="^keys: .*accuracy"):
+        eb.plot.curves(history, ["energy_data", "energy_samples"])
+    with pytest.raises(TypeError, match="^history"):
+        eb.plot.curves([1, 2, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        eb.plot.curves(history, "loss")  # one name as a string

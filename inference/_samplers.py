@@ -8,18 +8,49 @@ writes the same move as ``x + h grad + sqrt(2h) z``, so we hand it ``h = eps / 2
 from __future__ import annotations
 
 import abc
+import math
 from typing import Callable, NamedTuple
 
 import blackjax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from blackjax.sgmcmc.diffusions import overdamped_langevin
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractSampler, SamplerInfo
-from declebm._checks import check_positive
+from declebm._checks import check_array, check_positive, hyperparameter
 from declebm._ebm import split_mapped
+
+_step_size = hyperparameter("step_size", low=0.0, low_open=True)
+_noise_scale = hyperparameter("noise_scale", low=0.0)
+
+
+def _optional_noise_scale(value):
+    return None if value is None else _noise_scale(value)
+
+
+def _inverse_mass_matrix(value):
+    """``None`` (identity), a positive vector (diagonal) or a symmetric positive definite
+    matrix, over the flattened example. The length is checked against the chains in
+    ``init``."""
+    if value is None or isinstance(value, jax.core.Tracer):
+        return value
+    m = check_array(value, "inverse_mass_matrix", ndim=(1, 2), min_size=1, positive=False)
+    values = np.asarray(m, dtype=np.float64)
+    if m.ndim == 1 and np.any(values <= 0):
+        raise ValueError(
+            f"inverse_mass_matrix: a diagonal inverse mass matrix needs every entry > 0, got minimum {values.min():g}"
+        )
+    if m.ndim == 2:
+        if m.shape[0] != m.shape[1] or not np.allclose(values, values.T, rtol=1e-5, atol=1e-8):
+            raise ValueError(f"inverse_mass_matrix: a dense inverse mass matrix must be square and symmetric, got shape {m.shape}")
+        try:
+            np.linalg.cholesky(values)
+        except np.linalg.LinAlgError as e:
+            raise ValueError("inverse_mass_matrix: a dense inverse mass matrix must be positive definite") from e
+    return m
 
 
 def _info(acceptance_rate, is_divergent=False) -> SamplerInfo:
@@ -49,13 +80,8 @@ class Langevin(AbstractSampler):
     gradients may flow through it (the Du et al. 2020 KL term needs that).
     """
 
-    step_size: float
-    noise_scale: float | None = None
-
-    def __check_init__(self):
-        check_positive(self.step_size, "step_size")
-        if self.noise_scale is not None:
-            check_positive(self.noise_scale, "noise_scale", allow_zero=True)
+    step_size: Float[Array, ""] = eqx.field(converter=_step_size)
+    noise_scale: Float[Array, ""] | None = eqx.field(converter=_optional_noise_scale, default=None)
 
     @property
     def temperature(self):
@@ -100,10 +126,7 @@ class MALA(AbstractSampler):
     goes stale.
     """
 
-    step_size: float
-
-    def __check_init__(self):
-        check_positive(self.step_size, "step_size")
+    step_size: Float[Array, ""] = eqx.field(converter=_step_size)
 
     def init_chain(self, logdensity_fn: Callable, x: Array):
         return blackjax.mala.init(x, logdensity_fn)
@@ -128,6 +151,16 @@ class _AbstractHamiltonian(AbstractSampler):
     def _trajectory(self) -> int:
         """The kernel's last argument: integration steps (HMC) or max doublings (NUTS)."""
 
+    def init(self, model, x: Array, **kwargs):
+        m = self.inverse_mass_matrix
+        size = math.prod(x.shape[1:])
+        if m is not None and m.shape[0] != size:
+            raise ValueError(
+                f"inverse_mass_matrix: has {m.shape[0]} rows but one example has {size} numbers "
+                f"(shape {tuple(x.shape[1:])}); give one entry per number of the flattened example"
+            )
+        return super().init(model, x, **kwargs)
+
     def init_chain(self, logdensity_fn: Callable, x: Array):
         return self._algorithm().init(x, logdensity_fn)
 
@@ -135,7 +168,7 @@ class _AbstractHamiltonian(AbstractSampler):
         if self.inverse_mass_matrix is None:
             inverse_mass = jnp.ones(state.position.size, state.position.dtype)
         else:
-            inverse_mass = jnp.asarray(self.inverse_mass_matrix)
+            inverse_mass = self.inverse_mass_matrix.astype(state.position.dtype)
         kernel = self._algorithm().build_kernel()
         state, info = kernel(key, state, logdensity_fn, self.step_size, inverse_mass, self._trajectory())
         return state, _info(info.acceptance_rate, info.is_divergent)
@@ -148,12 +181,11 @@ class HMC(_AbstractHamiltonian):
     dense over the flattened example; default identity. ``blackjax.hmc``.
     """
 
-    step_size: float
+    step_size: Float[Array, ""] = eqx.field(converter=_step_size)
     num_integration_steps: int = 10
-    inverse_mass_matrix: Float[Array, "..."] | None = None
+    inverse_mass_matrix: Float[Array, "..."] | None = eqx.field(converter=_inverse_mass_matrix, default=None)
 
     def __check_init__(self):
-        check_positive(self.step_size, "step_size")
         check_positive(self.num_integration_steps, "num_integration_steps", integer=True)
 
     def _algorithm(self):
@@ -170,12 +202,11 @@ class NUTS(_AbstractHamiltonian):
     for the longest trajectory.
     """
 
-    step_size: float
-    inverse_mass_matrix: Float[Array, "..."] | None = None
+    step_size: Float[Array, ""] = eqx.field(converter=_step_size)
+    inverse_mass_matrix: Float[Array, "..."] | None = eqx.field(converter=_inverse_mass_matrix, default=None)
     max_num_doublings: int = 10
 
     def __check_init__(self):
-        check_positive(self.step_size, "step_size")
         check_positive(self.max_num_doublings, "max_num_doublings", integer=True)
 
     def _algorithm(self):

@@ -335,3 +335,18 @@ def float_dtype_of(tree: PyTree) -> Any:
     if not dtypes:
         return jnp.result_type(float)
     return jnp.result_type(*dtypes)
+
+
+def tree_hash(tree: PyTree) -> int:
+    """A hash of a pytree of hyperparameters that also covers its array leaves (by
+    dtype, shape and bytes; JAX arrays themselves are unhashable), so samplers and
+    strategies that store traced hyperparameters still hash equal when equal."""
+    leaves, treedef = jax.tree.flatten(tree)
+
+    def key(leaf):
+        if isinstance(leaf, (jax.Array, np.ndarray)) and not _is_traced(leaf):
+            arr = np.asarray(leaf)
+            return ("array", str(arr.dtype), arr.shape, arr.tobytes())
+        return leaf
+
+    return hash((treedef, tuple(key(leaf) for leaf in leaves)))

@@ -103,7 +103,9 @@ class Langevin(AbstractSampler):
 
     def _move(self, key: PRNGKeyArray, x: Array, grad: Array) -> Array:
         """The Euler-Maruyama move, BlackJAX's ``x + h grad + sqrt(2 T h) z`` with h = eps/2."""
-        return overdamped_langevin()(key, x, grad, 0.5 * self.step_size, self.temperature)
+        # Cast back: BlackJAX draws the noise in JAX's default float dtype (float64 under
+        # x64), which would turn float32 chains into float64 ones.
+        return overdamped_langevin()(key, x, grad, 0.5 * self.step_size, self.temperature).astype(x.dtype)
 
     def step(self, model, state: LangevinState, key: PRNGKeyArray, **kwargs):
         # All chains in one move: the noise is drawn for the whole batch from one key
@@ -132,16 +134,21 @@ class MALA(AbstractSampler):
         return blackjax.mala.init(x, logdensity_fn)
 
     def step_chain(self, key: PRNGKeyArray, state, logdensity_fn: Callable):
-        state, info = blackjax.mala.build_kernel()(key, state, logdensity_fn, 0.5 * self.step_size)
-        return state, _info(info.acceptance_rate)
+        # BlackJAX draws MALA's proposal noise in JAX's default float dtype (float64 under
+        # x64), so run the step in at least that precision and return the chain in its own
+        # dtype (a no-op unless x64 is on and the chain is float32).
+        default = jnp.result_type(float)
+        wide = jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, default)), state)
+        new, info = blackjax.mala.build_kernel()(key, wide, logdensity_fn, 0.5 * self.step_size)
+        return jax.tree.map(lambda a, b: a.astype(b.dtype), new, state), _info(info.acceptance_rate)
 
 
 class _AbstractHamiltonian(AbstractSampler):
     """HMC and NUTS share BlackJAX's kernel signature:
     ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix, trajectory)``."""
 
-    step_size: eqx.AbstractVar[float]
-    inverse_mass_matrix: eqx.AbstractVar[Float[Array, "..."] | None]
+    # Subclasses declare ``step_size`` and ``inverse_mass_matrix`` themselves (not as
+    # AbstractVars here, which would put them first in the positional order).
 
     @abc.abstractmethod
     def _algorithm(self):

@@ -120,7 +120,7 @@ def _grid_log_z(model: EBM, bounds: Any, resolution: Any) -> tuple[Array, Array]
     edge = _edge_mass(log_p, res, dim)
     if edge > EDGE_MASS_LIMIT:
         warnings.warn(
-            f"bounds: the cells on the edge of the box {np.asarray(bounds).tolist()} hold {edge:.3g} of the "
+            f"bounds: the cells on the edge of the box {np.round(np.asarray(bounds, float), 3).tolist()} hold {edge:.3g} of the "
             f"model's mass on the grid (more than {EDGE_MASS_LIMIT:g}): the density has not decayed at the "
             f"edge, so the mass outside the box is missing from log Z and the result is the box-restricted "
             f"value; widen bounds",

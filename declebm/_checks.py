@@ -159,7 +159,7 @@ def hyperparameter(name: str, **limits) -> Callable[[Any], Array]:
     def convert(value: Any) -> Array:
         if _is_traced(value):
             return value
-        return jnp.asarray(check_number(value, name, **limits))
+        return jnp.asarray(float(check_number(value, name, **limits)))
 
     convert.__name__ = f"check_{name}"
     return convert

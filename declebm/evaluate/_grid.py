@@ -111,6 +111,7 @@ def _edge_mass(log_p: Array, resolution: int, dim: int) -> float:
 
 
 def _grid_log_z(model: EBM, bounds: Any, resolution: Any) -> tuple[Array, Array]:
+    _check_model(model)
     model = strong_dtypes(model)
     check_energy(model, model.event_shape)
     points, cell = grid_points(model, bounds, resolution)

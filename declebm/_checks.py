@@ -350,3 +350,31 @@ def tree_hash(tree: PyTree) -> int:
         return leaf
 
     return hash((treedef, tuple(key(leaf) for leaf in leaves)))
+
+
+def _aval_text(leaf: Any) -> str:
+    if isinstance(leaf, (jax.Array, np.ndarray)) or isinstance(leaf, jax.ShapeDtypeStruct):
+        weak = " (weak)" if getattr(leaf, "weak_type", False) else ""
+        return f"{leaf.dtype}{list(leaf.shape)}{weak}"
+    return f"{type(leaf).__name__} {leaf!r}"[:60]
+
+
+def type_change(old: PyTree, new: PyTree) -> str | None:
+    """One line naming the first leaf whose structure, shape, dtype or weak type differs
+    between two pytrees (e.g. a training carry before and after a step), or ``None`` if
+    they have the same types: what to say when compiled code would be traced again."""
+    old_leaves, old_def = jax.tree_util.tree_flatten_with_path(old)
+    new_leaves, new_def = jax.tree_util.tree_flatten_with_path(new)
+    if old_def != new_def:
+        return f"the pytree structure changed: {old_def} -> {new_def}"[:300]
+    for (path, a), (_, b) in zip(old_leaves, new_leaves):
+        if eqx.is_array(a) or eqx.is_array(b):
+            same = (
+                eqx.is_array(a) and eqx.is_array(b) and a.shape == b.shape and a.dtype == b.dtype
+                and getattr(a, "weak_type", False) == getattr(b, "weak_type", False)
+            )
+        else:
+            same = type(a) is type(b)
+        if not same:
+            return f"{jax.tree_util.keystr(path)} changed from {_aval_text(a)} to {_aval_text(b)}"
+    return None

@@ -70,6 +70,12 @@ through the chains. Persistent chains are kept as positions only: a sampler's ca
 ``log p~`` and gradient go stale when the parameters change, so chains are
 re-initialised (``sampler.init``) on the updated model at every step.
 
+Hyperparameters: ``energy_reg``, ``kl_weight`` and ``entropy_weight`` are switches and
+weights at once: ``0`` leaves the term out of the compiled program; any other value is
+stored as a traced 0-d array (as is ``reinit_prob``), so sweeping a weight reuses the
+compiled program. ``steps``, ``num_chains``, ``kl_steps`` and ``buffer_size`` fix shapes
+and loop lengths and stay Python ints.
+
 Metrics: ``energy_data``, ``energy_samples``, ``acceptance_rate``; with ``kl_weight > 0``
 also ``kl_energy`` (the mean frozen-parameter energy ``-log p~`` of the end points, the
 quantity whose gradient through the sampler is the KL term); with ``entropy_weight > 0``

@@ -3,6 +3,11 @@
 One step-size convention throughout: ``step_size = eps`` means the Langevin move
 ``x' = x + (eps/2) grad log p~(x) + sqrt(eps) z`` (Song & Kingma 2021, eq. 9). BlackJAX
 writes the same move as ``x + h grad + sqrt(2h) z``, so we hand it ``h = eps / 2``.
+
+Numeric hyperparameters (``step_size``, ``noise_scale``, ``inverse_mass_matrix``) are
+checked at construction and stored as arrays, so they are *traced* values: sampling with
+40 step sizes compiles once. Integers that fix loop lengths (``num_integration_steps``,
+``max_num_doublings``) stay Python ints. Chains keep their own floating dtype.
 """
 
 from __future__ import annotations

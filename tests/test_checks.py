@@ -332,3 +332,13 @@ def test_examples_keep_their_floating_dtype():
     assert x.dtype == jnp.float16
     with pytest.raises(TypeError, match="^data: expected a floating-point array, got dtype int"):
         eb._checks.check_examples(np.zeros((3, 2), np.int32), "data", None)
+
+
+def test_type_change_names_the_leaf():
+    from declebm._checks import type_change
+
+    model = {"energy": {"a": jnp.array(-2.0), "b": jnp.ones(2)}}
+    assert type_change(model, strong_dtypes(strong_dtypes(model))) == "['energy']['a'] changed from float32[] (weak) to float32[]"
+    assert type_change(strong_dtypes(model), strong_dtypes(model)) is None
+    assert "['energy']['b'] changed from float32[2] to float32[3]" == type_change(
+        model, {"energy": {"a": model["energy"]["a"], "b": jnp.ones(3)}})

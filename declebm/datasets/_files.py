@@ -44,7 +44,9 @@ def digits(*, key: PRNGKeyArray, test_fraction: float = 0.2, flatten: bool = Tru
 
 def load(path: str | os.PathLike, *, name: str | None = None) -> Float[Array, "n ..."]:
     """Examples from a local ``.npy`` or ``.npz`` file (e.g. MNIST saved by the user), as a
-    float32 array ``(num_examples, *event_shape)``. For ``.npz`` give the array's ``name``
+    floating array ``(num_examples, *event_shape)``: integers become float32, floating
+    arrays keep their dtype (float64 only under ``jax_enable_x64``). A file that is not a
+    NumPy array file gives a ``ValueError`` naming ``path``. For ``.npz`` give the array's ``name``
     unless the file holds exactly one."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a file path (str or os.PathLike), got {_describe(path)}")

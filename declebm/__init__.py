@@ -8,9 +8,12 @@ from . import datasets as datasets
 from . import evaluate as evaluate
 from ._ebm import EBM as EBM
 from ._fit import FitResult as FitResult
-from ._fit import TrainingDivergedError as TrainingDivergedError
+from ._guard import DivergenceGuard as DivergenceGuard
+from ._loop import TrainingDivergedError as TrainingDivergedError
 from ._fit import fit as fit
 from ._sample import sample as sample
+from ._serialise import load as load
+from ._serialise import save as save
 from ._sampler import AbstractSampler as AbstractSampler
 from ._sampler import SamplerInfo as SamplerInfo
 from ._strategy import AbstractStrategy as AbstractStrategy

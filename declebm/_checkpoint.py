@@ -1,52 +1,493 @@
-"""Checkpoints of a training run: written atomically, resumed exactly."""
+r"""Checkpoints of a training run: each one a unit published by a rename, resumed exactly.
+
+Layout of ``checkpoint_dir``::
+
+    step-00000100/          a complete checkpoint (only ever appears complete)
+        state.eqx           the training carry (parameters, optimizer and strategy state,
+                            EMA, step), Equinox's tree_serialise_leaves format
+        meta.json           step, history, the run's fingerprint, the size and sha256 of
+                            state.eqx and a checksum of meta.json's own content
+    step-00000200/          the newest one; the two newest are kept
+    .tmp-<pid>-...          a checkpoint being written (or left by a killed writer:
+                            removed at the next save or load once that process is gone)
+
+A checkpoint is written into a temporary folder (files fsync'd), renamed to
+``step-<step>`` (atomic on POSIX) and the parent folder fsync'd; only then are older
+ones removed. A kill at any instant leaves the newest complete checkpoint (or the one
+before) intact. On load, each checkpoint is verified (files present, sizes, sha256,
+checksum); a damaged newest one falls back to the previous complete one with a warning,
+and if none is intact the error names the damaged file. The run's fingerprint
+(``run_fingerprint``: strategy and hyperparameters, optimizer, key, data, model
+structure, batch size, EMA decay) must match the resuming call, otherwise a
+``ValueError`` names what changed.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from typing import Any, Callable
+import re
+import shutil
+import uuid
+import warnings
+from typing import Any
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-_CKPT = "checkpoint.eqx"
-_META = "checkpoint.json"
+from ._ebm import trainable_filter
+from ._serialise import describe, diff_leaf_specs, fsync_dir, leaf_specs, sha256_file
+
+FORMAT = "declebm-checkpoint"
+VERSION = 1
+KEEP = 2
+_STATE = "state.eqx"
+_META = "meta.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+_TMP = re.compile(r"^\.tmp-(\d+)-")
+_LEGACY_TMP = re.compile(r"\.tmp-(\d+)$")
+_LEGACY = ("checkpoint.eqx", "checkpoint.json")
+_DATA_HASH_LIMIT = 64 << 20  # bytes of data hashed in full; beyond, every k-th example
 
 
-def _atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, mode) as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _hook(stage: str, path: str) -> None:
+    """Called at the instants a crash matters ("written": temp folder complete, not yet
+    published; "published": renamed into place, older ones not yet removed; "removing":
+    an old checkpoint renamed aside, not yet deleted). A no-op; tests replace it."""
 
 
-def save_checkpoint(directory: str, carry: Any, history: dict, meta: dict) -> None:
-    os.makedirs(directory, exist_ok=True)
-    # Leaves first, then the metadata that points at them: a crash between the two
-    # leaves the previous metadata, which is then detected as a step mismatch.
-    _atomic_write(os.path.join(directory, _CKPT), lambda f: eqx.tree_serialise_leaves(f, carry))
-    payload = dict(meta, history={k: np.asarray(v).tolist() for k, v in history.items()})
-    _atomic_write(os.path.join(directory, _META), lambda f: json.dump(payload, f), mode="w")
+# ---- the argument check ---------------------------------------------------------------
 
 
-def load_checkpoint(directory: str, like: Any, meta: dict) -> tuple[Any, dict] | None:
-    mpath, cpath = os.path.join(directory, _META), os.path.join(directory, _CKPT)
-    if not os.path.exists(mpath) or not os.path.exists(cpath):
-        return None
-    with open(mpath) as f:
-        saved = json.load(f)
-    for k in ("batch_size", "strategy", "event_shape"):
-        if saved.get(k) != meta.get(k):
-            raise ValueError(
-                f"resume=True: the checkpoint in {directory!r} was written with {k}={saved.get(k)!r}, "
-                f"this call has {k}={meta.get(k)!r}"
-            )
-    carry = eqx.tree_deserialise_leaves(cpath, like)
-    if int(carry.step) != saved["step"]:
+def check_checkpoint_dir(path: Any, *, resume: bool = False) -> str:
+    """Check ``checkpoint_dir`` before training: a path to a folder that is (or can be)
+    created and written. Without ``resume``, a folder that already holds checkpoints is
+    refused (it would be overwritten by a new run). Returns the path as a ``str``."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_dir: expected a folder path (str or os.PathLike), got {type(path).__name__}")
+    path = os.fspath(path)
+    if not path:
+        raise ValueError("checkpoint_dir: expected a folder path, got an empty string")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"checkpoint_dir: {path!r} is an existing file, not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".tmp-{os.getpid()}-probe-{uuid.uuid4().hex[:8]}")
+        with open(probe, "wb") as f:
+            f.write(b"x")
+        os.remove(probe)
+    except OSError as e:
         raise ValueError(
-            f"resume=True: checkpoint files in {directory!r} disagree (step {int(carry.step)} vs {saved['step']})"
+            f"checkpoint_dir: {path!r} is not writable: cannot create or write to it ({type(e).__name__}: {e.strerror or e})"
+        ) from None
+    if not resume:
+        steps = _complete_steps(path)
+        if steps or any(os.path.exists(os.path.join(path, n)) for n in _LEGACY):
+            what = f"checkpoints up to step {steps[-1][0]}" if steps else "a checkpoint"
+            raise ValueError(
+                f"checkpoint_dir: {path!r} already holds {what}; pass resume=True to continue that run, "
+                f"or choose an empty folder (a new run would overwrite them)"
+            )
+    return path
+
+
+# ---- what defines a run -----------------------------------------------------------------
+
+
+def _data_fingerprint(data: Any) -> dict:
+    arr = np.asarray(data)
+    out: dict[str, Any] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+    if arr.nbytes > _DATA_HASH_LIMIT and arr.ndim >= 1 and arr.shape[0] > 1:
+        stride = int(np.ceil(arr.nbytes / _DATA_HASH_LIMIT))
+        arr = arr[::stride]
+        out["hashed"] = f"every {stride}th example"
+    out["sha256"] = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+    return out
+
+
+def _closure_values(fn: Any, depth: int = 0, seen: set | None = None) -> Any:
+    """The numbers, strings and arrays captured by a function's closure (recursively):
+    the hyperparameters of an optax transformation (learning rate, b1, b2, eps...)."""
+    seen = set() if seen is None else seen
+    if depth > 8 or id(fn) in seen:
+        return "..."
+    seen.add(id(fn))
+    if isinstance(fn, (list, tuple)):
+        return [_closure_values(v, depth + 1, seen) for v in fn]
+    if isinstance(fn, dict):
+        return {str(k): _closure_values(v, depth + 1, seen) for k, v in sorted(fn.items(), key=lambda kv: str(kv[0]))}
+    cells = getattr(fn, "__closure__", None)
+    code = getattr(fn, "__code__", None)
+    if cells is None or code is None:
+        return describe(fn, values=True)
+    out = {}
+    for name, cell in zip(code.co_freevars, cells):
+        try:
+            v = cell.cell_contents
+        except ValueError:
+            continue
+        if callable(v) and hasattr(v, "__code__"):
+            out[name] = {"function": v.__qualname__, "closure": _closure_values(v, depth + 1, seen)}
+        elif isinstance(v, (list, tuple, dict)):
+            out[name] = _closure_values(v, depth + 1, seen)
+        else:
+            out[name] = describe(v, values=True)
+    return out
+
+
+def _probe_updates(optimizer: Any, params: Any) -> list[float]:
+    """Two updates of ``optimizer`` from ``params`` on fixed probe gradients, summarised as
+    ``[<u1, g1>, |u1|_1, <u2, g2>, |u2|_1]`` (one small compiled program)."""
+
+    def probe(p):
+        state, out = optimizer.init(p), []
+        for phase in (0.0, 1.3):
+            leaves, treedef = jax.tree.flatten(p)
+            g = treedef.unflatten([
+                (0.1 * jnp.cos(0.7 * jnp.arange(x.size, dtype=jnp.float32) + phase)).reshape(x.shape).astype(x.dtype)
+                for x in leaves
+            ])
+            u, state = optimizer.update(g, state, p)
+            p = eqx.apply_updates(p, u)
+            pairs = list(zip(jax.tree.leaves(u), jax.tree.leaves(g)))
+            out.append(sum(jnp.vdot(a.astype(jnp.float32), b.astype(jnp.float32)) for a, b in pairs))
+            out.append(sum(jnp.sum(jnp.abs(a.astype(jnp.float32))) for a, _ in pairs))
+        return jnp.stack(out)
+
+    return [float(v) for v in np.asarray(jax.jit(probe)(params))]
+
+
+def _optimizer_fingerprint(optimizer: Any, params: Any) -> dict:
+    """Structure and hyperparameters of an optax optimizer: the type, the values its
+    closures captured (learning rate, b1, b2, eps, schedules' constants...), the
+    structure of ``init(params)``, and two updates on fixed probe gradients (on a small
+    probe vector, or the parameters when the optimizer needs their structure)."""
+    out: dict[str, Any] = {
+        "type": type(optimizer).__name__,
+        "init": _closure_values(getattr(optimizer, "init", None)),
+        "update": _closure_values(getattr(optimizer, "update", None)),
+    }
+    try:
+        out["state"] = describe(jax.eval_shape(optimizer.init, params), values=False)
+    except Exception as e:  # noqa: BLE001 -- recorded, compared like any value
+        out["state"] = f"unavailable ({type(e).__name__})"
+    try:
+        out["probe"] = _probe_updates(optimizer, jnp.linspace(-1.0, 1.0, 8))
+    except Exception:  # noqa: BLE001 -- e.g. a transformation that needs the model's structure
+        try:
+            out["probe"] = _probe_updates(optimizer, params)
+        except Exception as e:  # noqa: BLE001 -- e.g. an optimizer that needs extra arguments
+            out["probe"] = f"unavailable ({type(e).__name__})"
+    return out
+
+
+def run_fingerprint(*, model: Any, data: Any, strategy: Any, optimizer: Any, key: Any, batch_size: int, ema_decay: Any) -> dict:
+    """A JSON-able record of what defines a training run, stored in every checkpoint and
+    compared on resume: the strategy (type, hyperparameters, sampler; ``num_chains``
+    included), the optimizer (closure hyperparameters, state structure, a probe update),
+    the key, the data (shape, dtype, sha256), the model's structure (trainable leaves by
+    shape and dtype, fixed ones by value), ``batch_size`` and ``ema_decay``."""
+    spec = trainable_filter(model)
+    params, fixed = eqx.partition(model, spec)
+    if jnp.issubdtype(getattr(key, "dtype", jnp.float32), jax.dtypes.prng_key):
+        key_record = {"impl": str(jax.random.key_impl(key)), "data": np.asarray(jax.random.key_data(key)).tolist()}
+    else:
+        key_record = {"impl": "raw", "data": np.asarray(key).tolist()}
+    run = {
+        "strategy": describe(strategy, values=True),
+        "optimizer": _optimizer_fingerprint(optimizer, params),
+        "key": key_record,
+        "data": _data_fingerprint(data),
+        "model": {"trainable": describe(params, values=False), "fixed": describe(fixed, values=True)},
+        "batch_size": int(batch_size),
+        "ema_decay": None if ema_decay is None else float(ema_decay),
+    }
+    return json.loads(json.dumps(run))  # exactly what a JSON round trip gives back
+
+
+_WHAT = {
+    "model": "model structure",
+    "data": "data",
+    "key": "key",
+    "strategy": "strategy or strategy hyperparameters (sampler, steps, num_chains, ...)",
+    "optimizer": "learning rate/optimizer",
+    "batch_size": "batch_size",
+    "ema_decay": "ema_decay",
+}
+
+
+def _differences(saved: Any, current: Any, path: str, out: list, tolerant: bool = False) -> None:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for k in list(saved) + [k for k in current if k not in saved]:
+            if k not in saved or k not in current:
+                out.append((f"{path}.{k}", saved.get(k, "(absent)"), current.get(k, "(absent)")))
+            else:
+                sub = path if k == "fields" else f"{path}.{k}"
+                _differences(saved[k], current[k], sub, out, tolerant or k == "probe")
+    elif isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        for i, (a, b) in enumerate(zip(saved, current)):
+            _differences(a, b, f"{path}[{i}]", out, tolerant)
+    elif tolerant and isinstance(saved, float) and isinstance(current, float):
+        # Probe updates: another device may round differently; a changed learning rate
+        # changes them by far more than 1e-3 relative.
+        if not np.isclose(saved, current, rtol=1e-3, atol=1e-9):
+            out.append((path, saved, current))
+    elif saved != current:
+        out.append((path, saved, current))
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v) if not isinstance(v, str) else v
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def compare_runs(saved: dict, current: dict, directory: str) -> None:
+    """Raise a ValueError naming what differs between a checkpoint's run and this call's."""
+    diffs: list = []
+    _differences(saved, current, "", diffs)
+    if any(p.startswith(".model") for p, _, _ in diffs):
+        # The optimizer's state and probe follow the model's structure: name the model only.
+        diffs = [d for d in diffs if not d[0].startswith((".optimizer.state", ".optimizer.probe"))]
+    if not diffs:
+        return
+    order = list(_WHAT)
+    diffs.sort(key=lambda d: order.index(d[0].split(".")[1].split("[")[0]) if d[0].split(".")[1].split("[")[0] in order else len(order))
+    tops = []
+    for p, _, _ in diffs:
+        top = p.split(".")[1].split("[")[0]
+        if top not in tops:
+            tops.append(top)
+    shown = "; ".join(f"{p[1:]}: {_short(a)} in the checkpoint, {_short(b)} now" for p, a, b in diffs[:3])
+    more = f" (and {len(diffs) - 3} more differences)" if len(diffs) > 3 else ""
+    raise ValueError(
+        f"resume: the checkpoint in {directory!r} was written with a different "
+        f"{' and '.join(_WHAT.get(t, t) for t in tops)}: {shown}{more}. Resume with the same settings, "
+        f"or start a new run in another checkpoint_dir."
+    )
+
+
+# ---- the folder ---------------------------------------------------------------------------
+
+
+def _complete_steps(directory: str) -> list[tuple[int, str]]:
+    """``(step, path)`` of every published checkpoint folder, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = []
+    for name in names:
+        m = _STEP_DIR.match(name)
+        if m and os.path.isdir(os.path.join(directory, name)):
+            out.append((int(m.group(1)), os.path.join(directory, name)))
+    return sorted(out)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def clean_temporaries(directory: str) -> None:
+    """Remove what writers killed mid-write left behind (``.tmp-<pid>-*``, and the old
+    layout's ``*.tmp-<pid>``), unless that process is still running."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in names:
+        m = _TMP.match(name) or _LEGACY_TMP.search(name)
+        if m and not _alive(int(m.group(1))):
+            _remove(os.path.join(directory, name))
+
+
+def _temp_name(directory: str, what: str) -> str:
+    return os.path.join(directory, f".tmp-{os.getpid()}-{what}-{uuid.uuid4().hex[:8]}")
+
+
+class _HashingWriter:
+    def __init__(self, f):
+        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+
+    def write(self, b) -> int:
+        b = bytes(b)
+        self.sha.update(b)
+        self.size += len(b)
+        return self.f.write(b)
+
+
+def _meta_checksum(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run: dict, keep: int = KEEP) -> str:
+    """Write the checkpoint of ``step`` as one unit and keep the ``keep`` newest.
+
+    Returns the path of the published ``step-<step>`` folder."""
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    clean_temporaries(directory)
+    tmp = _temp_name(directory, f"step-{step}")
+    os.mkdir(tmp)
+    try:
+        with open(os.path.join(tmp, _STATE), "wb") as f:
+            w = _HashingWriter(f)
+            eqx.tree_serialise_leaves(w, carry)
+            f.flush()
+            os.fsync(f.fileno())
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "step": int(step),
+            "run": run,
+            "history": {k: np.asarray(v).tolist() for k, v in history.items()},
+            "files": {_STATE: {"bytes": w.size, "sha256": w.sha.hexdigest()}},
+            "carry": leaf_specs(carry),
+        }
+        meta["checksum"] = _meta_checksum(meta)
+        with open(os.path.join(tmp, _META), "w") as f:
+            json.dump(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(tmp)
+        _hook("written", tmp)
+        final = os.path.join(directory, f"step-{int(step):08d}")
+        if os.path.exists(final):  # the same step again (e.g. saved on interrupt): swap
+            aside = _temp_name(directory, "replaced")
+            os.rename(final, aside)
+            os.rename(tmp, final)
+            _remove(aside)
+        else:
+            os.rename(tmp, final)
+        fsync_dir(directory)
+    except BaseException:
+        _remove(tmp)
+        raise
+    _hook("published", final)
+    # Older than the newest `keep`, or newer than this one (a damaged or abandoned later
+    # checkpoint that resume fell back from): renamed aside, then deleted.
+    steps = _complete_steps(directory)
+    upto = [sp for sp in steps if sp[0] <= step]
+    for _, path in [sp for sp in steps if sp[0] > step] + upto[:-keep]:
+        aside = _temp_name(directory, "old")
+        os.rename(path, aside)
+        _hook("removing", aside)
+        _remove(aside)
+    fsync_dir(directory)
+    return final
+
+
+def _verify(path: str) -> tuple[dict | None, str]:
+    """``(meta, "")`` for an intact checkpoint folder, ``(None, reason)`` otherwise."""
+    mpath, spath = os.path.join(path, _META), os.path.join(path, _STATE)
+    if not os.path.isfile(mpath):
+        return None, f"{mpath} is missing"
+    try:
+        with open(mpath) as f:
+            meta = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        return None, f"{mpath} is not valid JSON ({type(e).__name__})"
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return None, f"{mpath} is not a declebm checkpoint description"
+    if meta.get("checksum") != _meta_checksum(meta):
+        return None, f"{mpath} is corrupt (its checksum does not match its content)"
+    if meta.get("version") != VERSION:
+        return None, f"{mpath} has format version {meta.get('version')}, this declebm reads {VERSION}"
+    m = _STEP_DIR.match(os.path.basename(path))
+    if m is None or int(m.group(1)) != meta.get("step"):
+        return None, f"{mpath} records step {meta.get('step')}, its folder is {os.path.basename(path)}"
+    if not os.path.isfile(spath):
+        return None, f"{spath} is missing"
+    size, digest = sha256_file(spath)
+    expected = meta["files"][_STATE]
+    if size != expected["bytes"]:
+        return None, f"{spath} is truncated or damaged ({size} bytes, {expected['bytes']} expected)"
+    if digest != expected["sha256"]:
+        return None, f"{spath} is corrupt (its sha256 does not match the one in {_META})"
+    return meta, ""
+
+
+def load_checkpoint(directory: str, like: Any, *, run: dict, num_steps: int) -> tuple[Any, dict] | None:
+    """The newest intact checkpoint in ``directory`` read into the structure of ``like``,
+    with its history; ``None`` when the folder holds no checkpoint.
+
+    Raises ``ValueError`` when the checkpoint was written by a different run (naming what
+    changed), when ``num_steps`` is below its step, or when every checkpoint is damaged
+    (naming the file). A damaged newest checkpoint with an intact older one gives a
+    warning and the older one."""
+    directory = os.fspath(directory)
+    clean_temporaries(directory)
+    candidates = _complete_steps(directory)
+    if not candidates:
+        legacy = [n for n in _LEGACY if os.path.exists(os.path.join(directory, n))]
+        if legacy:
+            raise ValueError(
+                f"resume: {os.path.join(directory, legacy[0])!r} is a checkpoint in the layout of an older "
+                f"declebm, which cannot be resumed; start a new run in another checkpoint_dir"
+            )
+        return None
+    damaged = []
+    for step, path in reversed(candidates):
+        meta, reason = _verify(path)
+        if meta is None:
+            damaged.append((path, reason))
+            continue
+        if damaged:
+            warnings.warn(
+                f"resume: the newest checkpoint is damaged ({'; '.join(r for _, r in damaged)}); "
+                f"resuming from the previous complete checkpoint {path} (step {step})",
+                stacklevel=3,
+            )
+        return _read(path, meta, like, run=run, num_steps=num_steps, directory=directory)
+    raise ValueError(
+        f"resume: every checkpoint in {directory!r} is damaged: {'; '.join(r for _, r in damaged)}. "
+        f"Remove the folder to start over, or restore it from a backup."
+    )
+
+
+def _read(path: str, meta: dict, like: Any, *, run: dict, num_steps: int, directory: str) -> tuple[Any, dict]:
+    compare_runs(meta["run"], run, directory)
+    step = int(meta["step"])
+    if num_steps < step:
+        raise ValueError(
+            f"num_steps: {num_steps} is below the step {step} of the checkpoint in {directory!r}; a resumed run "
+            f"cannot go back. Pass num_steps >= {step}, or start a new run in another checkpoint_dir."
         )
-    history = {k: np.asarray(v) for k, v in saved["history"].items()}
+    spath = os.path.join(path, _STATE)
+    differences = diff_leaf_specs(meta["carry"], leaf_specs(like))
+    if differences:
+        raise ValueError(
+            f"resume: {spath} holds a training state of another structure than this call's: "
+            + "; ".join(differences).replace("template", "this call")
+        )
+    try:
+        carry = eqx.tree_deserialise_leaves(spath, like)
+    except Exception as e:  # noqa: BLE001 -- re-raised with the file named
+        raise ValueError(f"resume: cannot read {spath} ({type(e).__name__}: {e})") from e
+    saved_step = getattr(carry, "step", None)
+    if saved_step is not None and int(saved_step) != step:
+        raise ValueError(f"resume: {spath} holds step {int(saved_step)}, its {_META} says {step}")
+    history = {k: np.asarray(v) for k, v in meta["history"].items()}
     return carry, history
+

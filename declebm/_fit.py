@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import time
 from typing import Any, Callable, Sequence
 
 import equinox as eqx
@@ -12,30 +10,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, PRNGKeyArray, PyTree
+from jaxtyping import PRNGKeyArray, PyTree
 
 from ._checks import check_examples, check_key, check_positive
-from ._checkpoint import load_checkpoint, save_checkpoint
+from ._checkpoint import check_checkpoint_dir, load_checkpoint, run_fingerprint
+from ._devices import (
+    check_divides, check_state_divides, make_mesh, place, replicate_model, replicated, split, state_shardings,
+)
 from ._ebm import EBM, check_energy, trainable_filter
+from ._guard import DivergenceGuard
+from ._loop import TrainingDivergedError, train_loop
 from ._strategy import AbstractStrategy
-
-
-class TrainingDivergedError(RuntimeError):
-    """Training produced a non-finite loss, gradient or parameter.
-
-    Attributes:
-        model: the last good model (before the step that diverged).
-        step: the number of updates that had been applied to ``model``.
-        state: the strategy state that goes with ``model``.
-        history: the metrics history up to the last complete chunk.
-    """
-
-    def __init__(self, message: str, *, model: Any, step: int, state: Any, history: dict):
-        super().__init__(message)
-        self.model = model
-        self.step = step
-        self.state = state
-        self.history = history
+from ._train_step import Carry, StepSpec
 
 
 class FitResult(eqx.Module):
@@ -46,6 +32,7 @@ class FitResult(eqx.Module):
     of the chunk) and ``time`` (seconds since the start, compilation included).
     ema_model: the exponential moving average of the parameters, when ``ema_decay`` is set.
     opt_state: the optimizer state. step: number of updates applied.
+    lr_scale: the factor on every update at the end (below 1 after a divergence rollback).
     """
 
     model: Any
@@ -54,65 +41,70 @@ class FitResult(eqx.Module):
     ema_model: Any = None
     opt_state: Any = None
     step: int = 0
+    lr_scale: float = 1.0
 
 
-class _Carry(eqx.Module):
-    params: PyTree
-    opt_state: PyTree
-    strategy_state: PyTree
-    ema: PyTree
-    diverged: Array  # bool scalar
-    step: Array  # int32 scalar: updates applied
+# One default optimizer object, so that repeated fits with the default reuse compiled code.
+_DEFAULT_OPTIMIZER = optax.adam(1e-3)
+_PROGRESS_MODES = ("auto", "bar", "log", "off")
 
 
-def _all_finite(tree: PyTree) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if eqx.is_inexact_array(x)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+def strong_dtypes(tree: PyTree) -> PyTree:
+    """Every weak-typed array leaf (``jnp.array(-2.0)``) made strongly typed, same dtype, so
+    that the first update does not change the leaf's type and force a recompile."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype) if getattr(x, "weak_type", False) else x, tree)
 
 
-def _where(cond: Array, new: PyTree, old: PyTree) -> PyTree:
-    return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
+def _place_data(data: Any, mesh: jax.sharding.Mesh, shard: bool) -> Any:
+    """The data on the mesh: a copy on every device, or its rows split over the devices
+    (with several processes, each passes its own rows and they form one global array)."""
+    if not shard:
+        return place(data, replicated(mesh))
+    local = len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
+    rows = data.shape[0] - data.shape[0] % local
+    if rows == 0:
+        raise ValueError(f"data: {data.shape[0]} examples cannot be split over {local} devices")
+    if jax.process_count() == 1:
+        return place(data[:rows], split(mesh))
+    return jax.make_array_from_process_local_data(split(mesh), np.asarray(data[:rows]))
 
 
-class _Progress:
-    """A one-line progress report on stderr: steps/s, loss and the strategy's metrics."""
-
-    def __init__(self, num_steps: int, enabled: bool):
-        self.num_steps = num_steps
-        self.enabled = enabled
-        self.tty = enabled and sys.stderr.isatty()
-        self.t0 = time.perf_counter()
-        self.t_last = self.t0
-        self.step_last = None
-        self.last_print = -1.0
-        self.t_print = self.t0
-
-    def update(self, step: int, metrics: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self.step_last is None:  # the first chunk includes compilation
-            rate = f"compiled+ran in {now - self.t0:.1f}s"
-        else:
-            rate = f"{(step - self.step_last) / max(now - self.t_last, 1e-9):.1f} steps/s"
-        self.t_last, self.step_last = now, step
-        done = step >= self.num_steps
-        # Off a terminal, print about every 10% (or every 30 s) so logs stay short.
-        if not self.tty and not done and self.last_print >= 0:
-            if step < self.last_print + self.num_steps / 10 and now - self.t_print < 30:
-                return
-        self.last_print, self.t_print = step, now
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        line = f"[declebm] step {step}/{self.num_steps}  {rate}  {shown}"
-        if self.tty:
-            sys.stderr.write("\r\033[K" + line + ("\n" if done else ""))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.tty and self.step_last is not None and self.step_last < self.num_steps:
-            sys.stderr.write("\n")
+def _check_fit_options(
+    *, num_steps, batch_size, key, chunk_size, ema_decay, callbacks, progress, checkpoint_dir,
+    checkpoint_every, resume, divergence_guard,
+) -> None:
+    """Every option of ``fit`` checked before anything is compiled or trained."""
+    check_positive(num_steps, "num_steps", integer=True)
+    check_positive(batch_size, "batch_size", integer=True)
+    check_key(key)
+    if chunk_size is not None:
+        check_positive(chunk_size, "chunk_size", integer=True)
+    if checkpoint_every is not None:
+        check_positive(checkpoint_every, "checkpoint_every", integer=True)
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume: expected True or False, got {resume!r}")
+    if (checkpoint_every is not None or resume) and checkpoint_dir is None:
+        raise ValueError("checkpoint_dir: needed when checkpoint_every or resume is given")
+    if checkpoint_dir is not None:
+        check_checkpoint_dir(checkpoint_dir, resume=resume)
+    if ema_decay is not None:
+        check_positive(ema_decay, "ema_decay", allow_zero=True)
+        if not float(ema_decay) < 1.0:
+            raise ValueError(f"ema_decay: expected a number in [0, 1), got {ema_decay!r}")
+    if callable(callbacks) or isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(
+            f"callbacks: expected a list of functions f(step, metrics, model), got {type(callbacks).__name__}"
+            + ("; wrap a single one in a list: callbacks=[f]" if callable(callbacks) else "")
+        )
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise TypeError(f"callbacks: item {i} is not callable ({type(cb).__name__})")
+    if not (isinstance(progress, bool) or progress in _PROGRESS_MODES):
+        raise ValueError(f"progress: expected True, False or one of {_PROGRESS_MODES}, got {progress!r}")
+    if divergence_guard is not None and not isinstance(divergence_guard, DivergenceGuard):
+        raise TypeError(
+            f"divergence_guard: expected a declebm.DivergenceGuard or None, got {type(divergence_guard).__name__}"
+        )
 
 
 def fit(
@@ -127,10 +119,13 @@ def fit(
     chunk_size: int | None = None,
     ema_decay: float | None = None,
     callbacks: Sequence[Callable[[int, dict, Any], Any]] = (),
-    progress: bool = True,
+    progress: bool | str = True,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    divergence_guard: DivergenceGuard | None = DivergenceGuard(),
+    devices: Sequence[jax.Device] | jax.sharding.Mesh | None = None,
+    shard_data: bool | None = None,
 ) -> FitResult:
     r"""Train ``model`` on ``data`` with ``strategy``.
 
@@ -138,29 +133,58 @@ def fit(
     device, evaluates ``strategy.loss`` and its gradient, and applies ``optimizer``
     (default ``optax.adam(1e-3)``). Steps run inside one jitted ``lax.scan`` over a
     chunk of ``chunk_size`` steps (default ``min(100, num_steps)``), so Python runs
-    once per chunk; it compiles once per call.
+    once per chunk. It compiles once per call, and a later call with the same optimizer
+    object and the same kinds of model and strategy reuses the compiled code (numeric
+    hyperparameters are traced values).
 
     Arguments:
         model: the ``EBM`` to train (its ``event_shape`` is set from the data if unknown).
+            Weak-typed parameters (``jnp.array(-2.0)``) are made strongly typed first.
         data: array of shape ``(num_examples, *event_shape)``, floating point, finite.
         strategy: an ``AbstractStrategy`` (``PersistentCD(...)``, ``NCE()``, ...).
         num_steps: number of parameter updates.
         batch_size: examples per update (at most ``num_examples``).
         key: a ``jax.random.key``. Step ``s`` uses ``fold_in(key, s)``, so a resumed run
             is identical to an uninterrupted one.
+        optimizer: an optax ``GradientTransformation``.
         ema_decay: if set, also keep ``ema = d * ema + (1 - d) * params`` (``FitResult.ema_model``).
-        callbacks: ``f(step, metrics, model)`` called after each chunk with the chunk's
-            mean metrics; a callback returning ``True`` stops training.
-        progress: print a progress line (steps/s, loss, metrics) to stderr.
-        checkpoint_dir, checkpoint_every: write an atomic checkpoint (parameters,
+        callbacks: a list of ``f(step, metrics, model)`` called after each chunk with the
+            chunk's mean metrics; a callback returning ``True`` stops training.
+        progress: ``True``/``"auto"`` (a tqdm bar on a terminal or in a notebook, a log line
+            about every 10% or 30 s otherwise), ``"bar"``, ``"log"``, or ``False``/``"off"``.
+        checkpoint_dir, checkpoint_every, resume: write a checkpoint (parameters,
             optimizer and strategy state, EMA, history) every ``checkpoint_every`` steps
-            (rounded up to a chunk) and at the end. ``resume=True`` continues from it.
+            (rounded up to a chunk) and at the end, each one a ``step-<n>`` folder that
+            appears only when complete; the two newest are kept. ``resume=True``
+            continues from the newest intact one (a damaged newest one falls back to the
+            previous with a warning) and refuses, naming what changed, a checkpoint of a
+            different run (strategy and its hyperparameters, optimizer, key, data, model
+            structure, batch_size, ema_decay) or a ``num_steps`` below its step. Without
+            ``resume``, a ``checkpoint_dir`` that already holds checkpoints is refused.
+        divergence_guard: when a run counts as diverged and what then happens (see
+            ``DivergenceGuard``: energy spread growing by ``max_growth``, optional rollback
+            with a lower learning rate); ``None`` keeps only the non-finite check.
+        devices: train data parallel over these devices (a list such as ``jax.devices()``,
+            or a one-axis ``jax.sharding.Mesh`` with axis ``"data"``); default one device.
+            The batch and the strategy's per-chain state (persistent chains, replay
+            buffer, particles) are split over the devices, parameters and optimizer
+            state replicated, and the compiler averages the gradients. ``batch_size`` and
+            the chain counts must be multiples of the number of devices. With the same
+            key, training on 1 or 8 devices gives the same result up to float
+            reassociation. On a CPU, XLA exposes one device per core with
+            ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before JAX starts.
+        shard_data: split the data's rows over the devices instead of copying the data to
+            every device (default: only when several processes run, multi-host through
+            ``jax.distributed.initialize``, where each process passes its own rows). Each
+            device then draws its part of the batch from its own rows, so the batches, and
+            the result, depend on the number of devices. Rows beyond a multiple of the
+            number of (local) devices are left out.
 
     Raises:
-        TrainingDivergedError: a step gave a non-finite loss, gradient or parameter.
-            The update is not applied; ``err.model`` is the last good model.
+        TrainingDivergedError: a step went non-finite or the energies blew up. The bad
+            updates are not kept; ``err.model`` is the last healthy model.
     """
-    # ---- check the arguments ---------------------------------------------------------
+    # ---- check everything before the first step ----------------------------------------
     if not isinstance(model, EBM):
         raise TypeError(f"model: expected a declebm.EBM, got {type(model).__name__}; wrap the energy: EBM(energy)")
     if not isinstance(strategy, AbstractStrategy):
@@ -168,136 +192,104 @@ def fit(
             f"strategy: expected a training strategy (an AbstractStrategy such as PersistentCD()), "
             f"got {type(strategy).__name__}"
         )
-    check_positive(num_steps, "num_steps", integer=True)
-    check_positive(batch_size, "batch_size", integer=True)
-    check_key(key)
-    if chunk_size is not None:
-        check_positive(chunk_size, "chunk_size", integer=True)
-    if checkpoint_every is not None:
-        check_positive(checkpoint_every, "checkpoint_every", integer=True)
-    if (checkpoint_every is not None or resume) and checkpoint_dir is None:
-        raise ValueError("checkpoint_dir: needed when checkpoint_every or resume is given")
-    if ema_decay is not None and not (0.0 <= float(ema_decay) < 1.0):
-        raise ValueError(f"ema_decay: expected a number in [0, 1), got {ema_decay!r}")
     if optimizer is None:
-        optimizer = optax.adam(1e-3)
+        optimizer = _DEFAULT_OPTIMIZER
     elif not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
         raise TypeError(f"optimizer: expected an optax GradientTransformation, got {type(optimizer).__name__}")
-
+    _check_fit_options(
+        num_steps=num_steps, batch_size=batch_size, key=key, chunk_size=chunk_size, ema_decay=ema_decay,
+        callbacks=callbacks, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+        resume=resume, divergence_guard=divergence_guard,
+    )
+    mesh = make_mesh(devices)
+    if shard_data is None:
+        shard_data = mesh is not None and jax.process_count() > 1
+    elif not isinstance(shard_data, bool):
+        raise TypeError(f"shard_data: expected True, False or None, got {shard_data!r}")
+    if shard_data and mesh is None:
+        raise ValueError("shard_data: splitting the data needs several devices; pass devices=")
+    if mesh is not None:
+        check_divides(mesh, batch_size, "batch_size")
     data = check_examples(data, "data", model.event_shape)
-    num_examples = data.shape[0]
-    if batch_size > num_examples:
-        raise ValueError(f"batch_size: {batch_size} is larger than the number of examples in data ({num_examples})")
+    if mesh is not None:
+        data = _place_data(data, mesh, shard_data)
+    if batch_size > data.shape[0]:
+        raise ValueError(f"batch_size: {batch_size} is larger than the number of examples in data ({data.shape[0]})")
     if model.event_shape is None:
         model = model.with_event_shape(data.shape[1:])
+    model = strong_dtypes(model)
     check_energy(model, model.event_shape)
-
     chunk_size = min(chunk_size or 100, num_steps)
+    progress = {True: "auto", False: "off"}.get(progress, progress) if isinstance(progress, bool) else progress
+
+    run = None
+    if checkpoint_dir is not None:  # what defines this run, stored in and checked against checkpoints
+        run = run_fingerprint(model=model, data=data, strategy=strategy, optimizer=optimizer, key=key,
+                              batch_size=batch_size, ema_decay=ema_decay)
 
     # ---- initial state ---------------------------------------------------------------
     init_key, train_key = jax.random.split(key)
-    model = strategy.init_model(model, data, jax.random.fold_in(init_key, 1))
-    strategy_state = strategy.init(model, data, init_key, batch_size=batch_size)
+    model = strong_dtypes(strategy.init_model(model, data, jax.random.fold_in(init_key, 1)))
+    strategy_state = strong_dtypes(strategy.init(model, data, init_key, batch_size=batch_size))
+    if mesh is not None:  # every array of the model (trained or not) on every device
+        model = replicate_model(model, mesh)
     params, static = eqx.partition(model, trainable_filter(model))
-    carry = _Carry(
+    carry = Carry(
         params=params,
-        opt_state=optimizer.init(params),
+        opt_state=strong_dtypes(optimizer.init(params)),
         strategy_state=strategy_state,
         ema=params if ema_decay is not None else None,
+        lr_scale=jnp.asarray(1.0, jnp.float32),
         diverged=jnp.asarray(False),
         step=jnp.asarray(0, dtype=jnp.int32),
     )
+    if mesh is not None:
+        rep = replicated(mesh)
+        per_chain = strategy.per_chain(carry.strategy_state)
+        check_state_divides(mesh, carry.strategy_state, per_chain)
+        shardings = Carry(
+            params=jax.tree.map(lambda _: rep, carry.params),
+            opt_state=jax.tree.map(lambda _: rep, carry.opt_state),
+            strategy_state=state_shardings(mesh, carry.strategy_state, per_chain),
+            ema=jax.tree.map(lambda _: rep, carry.ema),
+            lr_scale=rep,
+            diverged=rep,
+            step=rep,
+        )
+        carry = place(carry, shardings)
     history: dict[str, list] = {}
-    meta = {
-        "batch_size": batch_size,
-        "strategy": type(strategy).__name__,
-        "event_shape": list(model.event_shape),
-    }
     if resume:
-        loaded = load_checkpoint(os.fspath(checkpoint_dir), carry, meta)
+        loaded = load_checkpoint(os.fspath(checkpoint_dir), carry, run=run, num_steps=num_steps)
         if loaded is not None:
             carry, saved_history = loaded
             history = {k: list(v) for k, v in saved_history.items()}
+            if mesh is not None:  # a checkpoint from any device count resumes on this one
+                carry = place(carry, shardings)
+    spec = StepSpec(
+        strategy=strategy,
+        optimizer=optimizer,
+        static=static,
+        key=train_key,
+        ema_decay=None if ema_decay is None else jnp.asarray(ema_decay, jnp.float32),
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        mesh=mesh,
+        carry_shardings=shardings if mesh is not None else None,
+        shard_data=shard_data,
+    )
+    probe = None
+    if divergence_guard is not None:
+        probe = divergence_guard.probe_points(data, jax.random.fold_in(init_key, 2))
+        if mesh is not None:
+            probe = place(probe, replicated(mesh))
 
-    # ---- one chunk of steps, compiled once --------------------------------------------
-    def one_step(carry: _Carry, step: Array, data: Array, active: Array):
-        k_batch, k_loss, k_after = jax.random.split(jax.random.fold_in(train_key, step), 3)
-        batch = data[jax.random.randint(k_batch, (batch_size,), 0, num_examples)]
-
-        def loss_fn(p):
-            return strategy.loss(eqx.combine(p, static), batch, carry.strategy_state, k_loss)
-
-        (loss, (sstate, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(carry.params)
-        updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
-        params = eqx.apply_updates(carry.params, updates)
-        sstate = strategy.after_update(
-            eqx.combine(carry.params, static), eqx.combine(params, static), sstate, k_after
-        )
-        finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params) & _all_finite(sstate)
-        apply = active & finite & ~carry.diverged
-        ema = carry.ema
-        if ema_decay is not None:
-            ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, carry.ema, params)
-        new = _Carry(params, opt_state, sstate, ema, carry.diverged, carry.step + 1)
-        out = _where(apply, new, carry)
-        out = eqx.tree_at(lambda c: c.diverged, out, carry.diverged | (active & ~finite))
-        metrics = {"loss": loss, **metrics}
-        metrics = {k: jnp.where(active & ~carry.diverged, jnp.asarray(v, jnp.float32), jnp.nan) for k, v in metrics.items()}
-        return out, metrics
-
-    @eqx.filter_jit
-    @eqx.debug.assert_max_traces(max_traces=1)
-    def run_chunk(carry: _Carry, data: Array, start: Array, stop: Array):
-        steps = start + jnp.arange(chunk_size, dtype=jnp.int32)
-        return jax.lax.scan(lambda c, s: one_step(c, s, data, s < stop), carry, steps)
-
-    # ---- the host loop: once per chunk ------------------------------------------------
-    bar = _Progress(num_steps, progress)
-    t_start = time.perf_counter() - (history["time"][-1] if history.get("time") else 0.0)
-    next_ckpt = (int(carry.step) // checkpoint_every + 1) * checkpoint_every if checkpoint_every else None
-    stop_early = False
-    last_good = carry
-    try:
-        while int(carry.step) < num_steps and not stop_early:
-            start = int(carry.step)
-            last_good = carry
-            carry, metrics = run_chunk(carry, data, jnp.asarray(start, jnp.int32), jnp.asarray(num_steps, jnp.int32))
-            means = {k: float(np.nanmean(np.asarray(v))) if np.isfinite(np.asarray(v)).any() else float("nan") for k, v in metrics.items()}
-            step = int(carry.step)
-            if bool(carry.diverged):
-                current = eqx.combine(carry.params, static)
-                raise TrainingDivergedError(
-                    f"training diverged at step {step + 1}: the loss, a gradient or a parameter became "
-                    f"non-finite (last chunk means: {means}). The update was not applied; `.model` is the "
-                    f"last good model after {step} steps. Try a smaller learning rate or sampler step size, "
-                    f"or an energy regulariser.",
-                    model=current,
-                    step=step,
-                    state=carry.strategy_state,
-                    history={k: np.asarray(v) for k, v in history.items()},
-                )
-            for k, v in means.items():
-                history.setdefault(k, []).append(v)
-            history.setdefault("step", []).append(step)
-            history.setdefault("time", []).append(time.perf_counter() - t_start)
-            bar.update(step, means)
-            current = None
-            for cb in callbacks:
-                current = current if current is not None else eqx.combine(carry.params, static)
-                if cb(step, means, current) is True:
-                    stop_early = True
-            if checkpoint_dir is not None and (step >= num_steps or stop_early or (next_ckpt and step >= next_ckpt)):
-                save_checkpoint(os.fspath(checkpoint_dir), carry, history, dict(meta, step=step))
-                if next_ckpt:
-                    next_ckpt = (step // checkpoint_every + 1) * checkpoint_every
-    except KeyboardInterrupt:
-        if checkpoint_dir is not None:
-            done = carry if not bool(carry.diverged) else last_good
-            save_checkpoint(os.fspath(checkpoint_dir), done, history, dict(meta, step=int(done.step)))
-        raise
-    finally:
-        bar.close()
-
+    # ---- train -----------------------------------------------------------------------
+    carry, history = train_loop(
+        spec, carry, data, num_steps=num_steps, history=history, guard=divergence_guard, probe=probe,
+        event_size=model.event_size, callbacks=callbacks, progress=progress,
+        checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
+        checkpoint_every=checkpoint_every, run=run,
+    )
     return FitResult(
         model=eqx.combine(carry.params, static),
         state=carry.strategy_state,
@@ -305,4 +297,5 @@ def fit(
         ema_model=eqx.combine(carry.ema, static) if ema_decay is not None else None,
         opt_state=carry.opt_state,
         step=int(carry.step),
+        lr_scale=float(carry.lr_scale),
     )

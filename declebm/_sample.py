@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_examples, check_key, check_positive, float_dtype_of, strong_dtypes
+from ._devices import check_divides, make_mesh, place, replicate_model, split
 from ._ebm import EBM, check_energy
 from ._sampler import AbstractSampler, SamplerInfo
 
@@ -65,6 +66,7 @@ def sample(
     num_samples: int | None = None,
     init: Any = None,
     return_info: bool = False,
+    devices: Any = None,
     **kwargs,
 ) -> Float[Array, "n *event"] | tuple[Float[Array, "n *event"], SamplerInfo]:
     """Run ``num_samples`` independent chains of ``sampler`` for ``num_steps`` steps on
@@ -80,6 +82,10 @@ def sample(
     (``strong_dtypes``), and the sampler's numeric hyperparameters are traced, so
     sampling again with another step size or another model of the same structure
     reuses the compiled program.
+
+    ``devices`` (a list of devices or a one-axis ``Mesh`` named ``"data"``) splits the
+    chains over several devices, as ``fit`` does; the number of chains must be a multiple
+    of the number of devices, and the result does not depend on it.
     """
     if not isinstance(model, EBM):
         raise TypeError(f"model: expected a declebm.EBM, got {type(model).__name__}")
@@ -101,5 +107,10 @@ def sample(
         if model.event_shape is None:
             model = model.with_event_shape(x.shape[1:])
     check_energy(model, model.event_shape, x.dtype)
+    mesh = make_mesh(devices)
+    if mesh is not None:
+        check_divides(mesh, x.shape[0], "the number of chains (num_samples)")
+        model = replicate_model(model, mesh)
+        x = place(x, split(mesh))
     x, info = _run(sampler, model, x, num_steps, k_run, kwargs)
     return (x, info) if return_info else x

@@ -6,6 +6,7 @@ import abc
 from typing import Any
 
 import equinox as eqx
+import jax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._checks import tree_hash
@@ -51,3 +52,10 @@ class AbstractStrategy(eqx.Module):
 
     def after_update(self, old_model: Any, new_model: Any, state: PyTree, key: PRNGKeyArray) -> PyTree:
         return state
+
+    def per_chain(self, state: PyTree) -> PyTree:
+        """Which leaves of ``state`` hold independent chains or samples along their first
+        axis (persistent chains, a replay buffer, particles): multi-device ``fit`` splits
+        those over the devices and replicates the rest. Default: every array with at least
+        two axes (a batch of examples); override when that guess is wrong."""
+        return jax.tree.map(lambda x: getattr(x, "ndim", 0) >= 2, state)

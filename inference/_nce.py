@@ -157,6 +157,10 @@ class NCE(AbstractStrategy):
         log_z = jax.nn.logsumexp(log_w) - math.log(self.num_is_samples)
         return eqx.tree_at(lambda m: m.log_z, model, log_z.astype(model.log_z.dtype))
 
+    def per_chain(self, state: NCEState) -> NCEState:
+        """The noise distribution's parameters are replicated on every device, not split."""
+        return jax.tree.map(lambda _: False, state)
+
     def num_noise(self, batch_size: int) -> int:
         """Noise samples drawn per step for a batch of ``batch_size`` data points."""
         return max(1, int(round(float(self.ratio) * batch_size)))

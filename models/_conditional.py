@@ -60,6 +60,11 @@ class NoiseConditionedMLPEnergy(eqx.Module):
     def event_shape(self) -> tuple[int, ...]:
         return (self.in_size,)
 
+    def constructor_kwargs(self) -> dict:
+        """The arguments that rebuild this module's structure (``declebm.save``/``load``)."""
+        return dict(in_size=self.in_size, width=self.mlp.width_size, depth=self.mlp.depth,
+                    activation=self.mlp.activation, default_sigma=self.default_sigma)
+
     def __call__(self, x: Float[Array, " in_size"], sigma: ArrayLike | None = None) -> Float[Array, ""]:
         if sigma is None:
             sigma = self.default_sigma

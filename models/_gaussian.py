@@ -67,6 +67,10 @@ class GaussianEnergy(eqx.Module):
         self.tril = jnp.asarray(np.tril(chol, -1), dtype)
         self.log_diag = jnp.asarray(np.log(np.diag(chol)), dtype)
 
+    def constructor_kwargs(self) -> dict:
+        """The arguments that rebuild this module's structure (``declebm.save``/``load``)."""
+        return dict(mean=self.mean)
+
     @property
     def event_shape(self) -> tuple[int, ...]:
         return (self.mean.shape[0],)

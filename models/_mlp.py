@@ -54,5 +54,9 @@ class MLPEnergy(eqx.Module):
     def event_shape(self) -> tuple[int, ...]:
         return (self.in_size,)
 
+    def constructor_kwargs(self) -> dict:
+        """The arguments that rebuild this module's structure (``declebm.save``/``load``)."""
+        return dict(in_size=self.in_size, width=self.mlp.width_size, depth=self.mlp.depth, activation=self.mlp.activation)
+
     def __call__(self, x: Float[Array, " in_size"]) -> Float[Array, ""]:
         return self.mlp(x)

@@ -86,31 +86,6 @@ def test_divergence_stops_with_the_last_good_model():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_checkpoint_resume_is_exact(tmp_path):
-    kw = dict(strategy=PersistentCD(Langevin(0.05), steps=2), batch_size=32, chunk_size=10,
-              key=jax.random.key(3), progress=False)
-    full = eb.fit(_model(), _data(), num_steps=40, **kw)
-    d = tmp_path / "ckpt"
-    part = eb.fit(_model(), _data(), num_steps=20, checkpoint_dir=d, checkpoint_every=10, **kw)
-    assert part.step == 20 and (d / "checkpoint.eqx").exists()
-    resumed = eb.fit(_model(), _data(), num_steps=40, checkpoint_dir=d, resume=True, **kw)
-    assert resumed.step == 40
-    for a, b in zip(jax.tree.leaves(eqx.filter(full.model, eqx.is_inexact_array)),
-                    jax.tree.leaves(eqx.filter(resumed.model, eqx.is_inexact_array))):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(full.state.chains, resumed.state.chains)
-    np.testing.assert_array_equal(full.history["step"], resumed.history["step"])
-    # Nothing is left half-written.
-    assert sorted(p.name for p in d.iterdir()) == ["checkpoint.eqx", "checkpoint.json"]
-
-
-def test_resume_refuses_a_different_setup(tmp_path):
-    kw = dict(strategy=PersistentCD(Langevin(0.05), steps=2), chunk_size=10, key=jax.random.key(3), progress=False)
-    eb.fit(_model(), _data(), num_steps=10, batch_size=32, checkpoint_dir=tmp_path, **kw)
-    with pytest.raises(ValueError, match="batch_size"):
-        eb.fit(_model(), _data(), num_steps=20, batch_size=16, checkpoint_dir=tmp_path, resume=True, **kw)
-
-
 def test_ema_and_callbacks():
     seen = []
 

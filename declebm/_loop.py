@@ -1,0 +1,199 @@
+"""The host side of ``fit``: Python runs once per chunk of compiled steps, for progress,
+history, callbacks, checkpoints and the divergence guard."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._checkpoint import save_checkpoint
+from ._guard import DivergenceGuard, energy_spread
+from ._progress import Progress
+from ._train_step import Carry, StepSpec, check_same_signature, run_chunk, signature
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training diverged: a loss, gradient or parameter went non-finite, or the energies
+    blew up (see ``DivergenceGuard``).
+
+    Attributes:
+        model: the last healthy model (from before the blow-up began).
+        step: the number of updates that had been applied to ``model``.
+        state: the strategy state that goes with ``model``.
+        history: the metrics history up to the last complete chunk.
+    """
+
+    def __init__(self, message: str, *, model: Any, step: int, state: Any, history: dict):
+        super().__init__(message)
+        self.model = model
+        self.step = step
+        self.state = state
+        self.history = history
+
+
+TROUBLESHOOTING = (
+    "Usual causes: a learning rate too large for the energy's scale; a sampler step size too large "
+    "(or a decoupled noise_scale that samples a tempered density); an energy with no base density "
+    "or regulariser (energy_reg=) that can fall without bound; a noise level (sigma) far below the "
+    "data's scale. fit(..., divergence_guard=DivergenceGuard(rollback=True)) retries with a lower "
+    "learning rate."
+)
+
+
+def _chunk_means(metrics: dict[str, Array]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        v = np.asarray(v)
+        out[k] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    return out
+
+
+def _metric_scale(means: dict[str, float]) -> float:
+    """The magnitude the guard watches in a chunk's metrics: ``|loss|`` and every
+    ``energy*`` metric (energies of data, of samples, ...)."""
+    vals = [abs(v) for k, v in means.items() if k == "loss" or k.startswith("energy")]
+    return max(vals) if vals else 0.0
+
+
+class _Guard:
+    """Host state of the divergence guard: the references and the last healthy carry."""
+
+    def __init__(self, guard: DivergenceGuard | None, probe: Any, carry: Carry, static: Any, event_size: int):
+        self.guard, self.probe, self.static, self.event_size = guard, probe, static, event_size
+        self.rollbacks = 0
+        self.healthy = carry
+        self.ref = guard.reference(self.spread(carry), event_size) if guard is not None else None
+        self.ref_metrics: float | None = None
+
+    def spread(self, carry: Carry) -> float:
+        return float(energy_spread(eqx.combine(carry.params, self.static), self.probe))
+
+    def verdict(self, carry: Carry, means: dict[str, float]) -> str | None:
+        """``None`` when the chunk is fine, else why the run diverged. Updates the last
+        healthy carry."""
+        nonfinite = bool(carry.diverged)
+        if self.guard is None:
+            self.healthy = eqx.tree_at(lambda c: c.diverged, carry, jnp.asarray(False))
+            return "the loss, a gradient or a parameter became non-finite" if nonfinite else None
+        g = self.guard
+        spread, scale = self.spread(carry), _metric_scale(means)
+        if self.ref_metrics is None and np.isfinite(scale):
+            self.ref_metrics = g.reference(scale, self.event_size)
+        ref_metrics = self.ref_metrics if self.ref_metrics is not None else np.inf
+        if spread <= g.healthy_growth * self.ref and scale <= g.healthy_growth * ref_metrics:
+            # After a non-finite step the carry holds the last finite update: keep it if healthy.
+            self.healthy = eqx.tree_at(lambda c: c.diverged, carry, jnp.asarray(False))
+        if nonfinite:
+            return "the loss, a gradient or a parameter became non-finite"
+        if not spread <= g.max_growth * self.ref:
+            return (
+                f"the energy spread on probe points grew to {spread:.3g}, more than max_growth={g.max_growth:g} "
+                f"times its reference {self.ref:.3g}"
+            )
+        if not scale <= g.max_growth * ref_metrics:
+            return (
+                f"the loss or energy metrics grew to {scale:.3g}, more than max_growth={g.max_growth:g} times "
+                f"their first chunk's {ref_metrics:.3g}"
+            )
+        return None
+
+
+def _run_chunk(spec: StepSpec, carry: Carry, data: Any, stop: Any):
+    try:
+        return run_chunk(spec, carry, data, carry.step, stop)
+    except TypeError as e:
+        # A step that changes the type of what it carries: say which leaf, in one line.
+        lines = [ln.strip() for ln in str(e).splitlines() if "carry component" in ln]
+        if not lines:
+            raise
+        raise TypeError(
+            "fit: a training step must keep the shape and dtype of what it carries: "
+            + lines[0].replace("c.", "", 1)
+        ) from None
+
+
+def train_loop(
+    spec: StepSpec,
+    carry: Carry,
+    data: Any,
+    *,
+    num_steps: int,
+    history: dict[str, list],
+    guard: DivergenceGuard | None,
+    probe: Any,
+    event_size: int,
+    callbacks: Sequence[Callable],
+    progress: str,
+    checkpoint_dir: str | None,
+    checkpoint_every: int | None,
+    run: dict | None,
+) -> tuple[Carry, dict[str, list]]:
+    """Run chunks until ``num_steps`` updates are applied or a callback stops training."""
+    static = spec.static
+    watch = _Guard(guard, probe, carry, static, event_size)
+    bar = Progress(num_steps, progress, initial=int(carry.step))
+    t_start = time.perf_counter() - (history["time"][-1] if history.get("time") else 0.0)
+    next_ckpt = (int(carry.step) // checkpoint_every + 1) * checkpoint_every if checkpoint_every else None
+    sig = signature(carry)
+    stop = jnp.asarray(num_steps, jnp.int32)
+
+    def checkpoint(c: Carry) -> None:
+        save_checkpoint(checkpoint_dir, c, history, step=int(c.step), run=run)
+
+    try:
+        while int(carry.step) < num_steps:
+            carry, metrics = _run_chunk(spec, carry, data, stop)
+            check_same_signature(sig, signature(carry))
+            means = _chunk_means(metrics)
+            why = watch.verdict(carry, means)
+            if why is not None:
+                healthy = watch.healthy
+                if guard is not None and guard.rollback and watch.rollbacks < guard.max_rollbacks:
+                    watch.rollbacks += 1
+                    carry = eqx.tree_at(lambda c: c.lr_scale, healthy, healthy.lr_scale * guard.lr_factor)
+                    bar.message(
+                        f"[declebm] training diverged before step {int(carry.step) + spec.chunk_size}: {why}; "
+                        f"rollback {watch.rollbacks}/{guard.max_rollbacks} to step {int(carry.step)} with the "
+                        f"learning rate scaled by {float(carry.lr_scale):.3g}"
+                    )
+                    continue
+                step, now = int(healthy.step), int(carry.step)
+                where = f"at step {now + 1}" if bool(carry.diverged) else f"by step {now}"
+                raise TrainingDivergedError(
+                    f"training diverged {where}: {why}. `.model` is the last healthy model, "
+                    f"after {step} steps. {TROUBLESHOOTING}",
+                    model=eqx.combine(healthy.params, static),
+                    step=step,
+                    state=healthy.strategy_state,
+                    history={k: np.asarray(v) for k, v in history.items()},
+                )
+            step = int(carry.step)
+            for k, v in means.items():
+                history.setdefault(k, []).append(v)
+            history.setdefault("step", []).append(step)
+            history.setdefault("time", []).append(time.perf_counter() - t_start)
+            bar.update(step, means)
+            stop_early = False
+            if callbacks:
+                model = eqx.combine(carry.params, static)
+                for cb in callbacks:
+                    stop_early = (cb(step, means, model) is True) or stop_early
+            if checkpoint_dir is not None and (step >= num_steps or stop_early or (next_ckpt and step >= next_ckpt)):
+                checkpoint(carry)
+                if next_ckpt:
+                    next_ckpt = (step // checkpoint_every + 1) * checkpoint_every
+            if stop_early:
+                break
+    except KeyboardInterrupt:
+        if checkpoint_dir is not None:
+            checkpoint(carry if not bool(carry.diverged) else watch.healthy)
+        raise
+    finally:
+        bar.close()
+    return carry, history

@@ -1,0 +1,219 @@
+"""fit's robustness: weak-typed parameters, a retrace explained in one line, every
+argument checked before the first step, the divergence guard and its rollback,
+progress modes, and compiled code reused across calls."""
+
+import os
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import declebm as eb
+from declebm.inference import MALA, Langevin, PersistentCD
+from declebm.models import MLPEnergy
+
+TRACES = {"loss": 0}
+
+
+def _data(n=512):
+    return eb.datasets.toy("8gaussians", n, key=jax.random.key(0))
+
+
+class ScaledQuadratic(eqx.Module):
+    """An energy with a scalar parameter written the ordinary (weak-typed) way."""
+
+    a: jax.Array
+
+    def __init__(self):
+        self.a = jnp.array(-2.0)  # weak type
+
+    def __call__(self, x):
+        return jnp.exp(self.a) * jnp.sum(x**2)
+
+
+class Linear(eqx.Module):
+    w: jax.Array
+
+    def __call__(self, x):
+        return jnp.dot(self.w, x)
+
+
+def test_weak_typed_parameter_trains():
+    model = eb.EBM(ScaledQuadratic(), event_shape=(2,))
+    assert model.energy_module.a.weak_type
+    r = eb.fit(model, _data(), PersistentCD(Langevin(0.05), steps=2), num_steps=30, batch_size=32,
+               chunk_size=10, key=jax.random.key(1), progress=False)
+    assert r.step == 30 and not r.model.energy_module.a.weak_type
+    assert float(r.model.energy_module.a) != -2.0
+
+
+class DtypeChanging(eb.AbstractStrategy):
+    """A faulty strategy whose state changes dtype after one step."""
+
+    def init(self, model, data, key, *, batch_size=None):
+        return jnp.zeros((), jnp.int32)
+
+    def loss(self, model, batch, state, key):
+        return jnp.mean(model.energy_batch(batch)), (state.astype(jnp.float32), {})
+
+
+def test_a_retrace_is_explained_in_one_line():
+    model = eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0)))
+    with pytest.raises(TypeError) as err:
+        eb.fit(model, _data(), DtypeChanging(), num_steps=20, batch_size=32, chunk_size=10,
+               key=jax.random.key(1), progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "strategy_state" in msg and "int32" in msg and "float32" in msg
+
+
+def test_a_changed_leaf_between_chunks_is_named():
+    from declebm._train_step import check_same_signature, signature
+
+    before = signature({"a": jnp.array(-2.0)})  # weak type
+    after = signature({"a": jnp.asarray(-2.0, jnp.float32)})
+    with pytest.raises(TypeError, match=r"^fit: a training step changed carry\['a'\] from \(\) float32 \(weak type\) to \(\) float32, ") as err:
+        check_same_signature(before, after)
+    assert "\n" not in str(err.value)
+
+
+class Counting(eb.AbstractStrategy):
+    inner: PersistentCD
+
+    def init(self, model, data, key, *, batch_size=None):
+        return self.inner.init(model, data, key, batch_size=batch_size)
+
+    def loss(self, model, batch, state, key):
+        TRACES["loss"] += 1
+        return self.inner.loss(model, batch, state, key)
+
+
+def test_second_fit_reuses_the_compiled_step():
+    TRACES["loss"] = 0
+    opt = optax.adam(1e-3)
+    kw = dict(num_steps=20, batch_size=32, chunk_size=10, optimizer=opt, progress=False)
+    strategy = Counting(PersistentCD(Langevin(0.05), steps=2))
+    eb.fit(eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0))), _data(), strategy, key=jax.random.key(1), **kw)
+    # Other weights, other data of the same shape, another key: no new trace.
+    eb.fit(eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(5))), _data() + 1.0, strategy, key=jax.random.key(2), **kw)
+    assert TRACES["loss"] == 1
+
+
+def _counting_callback(seen):
+    def cb(step, metrics, model):
+        seen.append(step)
+
+    return cb
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(ema_decay="0.9"), TypeError, "ema_decay"),
+        (dict(ema_decay=True), TypeError, "ema_decay"),
+        (dict(callbacks=print), TypeError, "callbacks.*callbacks=\\[f\\]"),
+        (dict(callbacks=[1]), TypeError, "callbacks: item 0"),
+        (dict(progress="loud"), ValueError, "progress"),
+        (dict(divergence_guard="on"), TypeError, "divergence_guard"),
+        (dict(resume="yes", checkpoint_dir="x"), TypeError, "resume"),
+        (dict(checkpoint_dir=3), TypeError, "checkpoint_dir"),
+    ],
+)
+def test_every_option_is_checked_before_the_first_step(kwargs, exc, match):
+    seen = []
+    args = dict(strategy=PersistentCD(Langevin(0.05), steps=2), num_steps=10, batch_size=32, chunk_size=5,
+                key=jax.random.key(0), progress=False)
+    args.update(kwargs)
+    args.setdefault("callbacks", [_counting_callback(seen)])
+    with pytest.raises(exc, match=match):
+        eb.fit(eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0))), _data(), **args)
+    assert seen == []
+
+
+def test_checkpoint_dir_that_is_a_file_is_refused_before_training(tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="checkpoint_dir.*not a directory"):
+        eb.fit(eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0))), _data(), PersistentCD(Langevin(0.05), steps=2),
+               num_steps=10, batch_size=32, key=jax.random.key(0), progress=False, checkpoint_dir=f)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_checkpoint_dir_is_refused(tmp_path):  # pragma: no cover - CI runs as root
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    with pytest.raises(ValueError, match="checkpoint_dir.*not writable"):
+        eb.fit(eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0))), _data(), PersistentCD(Langevin(0.05), steps=2),
+               num_steps=10, batch_size=32, key=jax.random.key(0), progress=False, checkpoint_dir=d / "sub")
+
+
+def _params(model):
+    return jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+
+
+# Blow-ups that used to return "successfully" with energies of 1e5-1e16 (grid NLL up to 1e16).
+BLOW_UPS = {
+    "pcd_mala_adam10": (lambda: MLPEnergy(2, 32, 2, key=jax.random.key(1)), lambda: PersistentCD(MALA(0.2), steps=5),
+                        lambda: optax.adam(10.0)),
+    "langevin_step_1e4": (lambda: MLPEnergy(2, 32, 2, key=jax.random.key(1)),
+                          lambda: PersistentCD(Langevin(1e4), steps=5), lambda: optax.adam(1e-3)),
+    "linear_energy_no_regulariser": (lambda: Linear(jnp.full((2,), 0.1, jnp.float32)),
+                                     lambda: PersistentCD(Langevin(0.05), steps=5), lambda: optax.adam(1.0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BLOW_UPS))
+def test_blow_up_stops_with_the_last_healthy_model(name):
+    energy, strategy, opt = BLOW_UPS[name]
+    data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
+    model = eb.EBM(energy(), event_shape=(2,))
+    with pytest.raises(eb.TrainingDivergedError, match="diverged") as err:
+        eb.fit(model, data, strategy(), optimizer=opt(), num_steps=2000, batch_size=128, key=jax.random.key(2),
+               progress=False)
+    e = err.value
+    assert "learning rate" in str(e)  # the troubleshooting hint
+    assert all(np.all(np.isfinite(p)) and np.max(np.abs(p)) < 1e3 for p in _params(e.model))
+    # The model handed back is usable: its grid NLL is close to the initial model's (4.6), not 1e16.
+    nll = float(eb.evaluate.grid_nll(e.model, data[:1000]))
+    assert nll < 10.0, nll
+
+
+def test_rollback_lowers_the_learning_rate_and_finishes():
+    data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
+    energy, strategy, opt = BLOW_UPS["linear_energy_no_regulariser"]
+    guard = eb.DivergenceGuard(rollback=True, lr_factor=0.01, max_rollbacks=2)
+    r = eb.fit(eb.EBM(energy(), event_shape=(2,)), data, strategy(), optimizer=opt(), num_steps=600, batch_size=128,
+               key=jax.random.key(2), progress=False, divergence_guard=guard)
+    assert r.step == 600 and r.lr_scale < 1.0
+
+
+def test_guard_does_not_fire_on_healthy_training():
+    data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
+    r = eb.fit(eb.EBM(MLPEnergy(2, 32, 2, key=jax.random.key(1))), data, PersistentCD(MALA(0.2), steps=5),
+               optimizer=optax.adam(3e-3), num_steps=1000, batch_size=128, key=jax.random.key(2), progress=False)
+    assert r.step == 1000 and r.lr_scale == 1.0
+
+
+@pytest.mark.parametrize("bad", [dict(max_growth=0), dict(healthy_growth=200.0), dict(lr_factor=2.0),
+                                 dict(rollback="yes"), dict(num_probe=0)])
+def test_guard_bad_hyperparameters(bad):
+    with pytest.raises((TypeError, ValueError), match=next(iter(bad))):
+        eb.DivergenceGuard(**bad)
+
+
+def test_progress_modes(capsys):
+    kw = dict(strategy=PersistentCD(Langevin(0.05), steps=2), num_steps=20, batch_size=32, chunk_size=10,
+              key=jax.random.key(1))
+    m = eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0)))
+    eb.fit(m, _data(), progress="bar", **kw)
+    err = capsys.readouterr().err
+    assert "20/20" in err and "step" in err and "energy_data" in err  # tqdm's bar with the metrics
+    eb.fit(m, _data(), progress="log", **kw)
+    err = capsys.readouterr().err
+    assert "[declebm] step 20/20" in err
+    eb.fit(m, _data(), progress=False, **kw)
+    assert capsys.readouterr().err == ""

@@ -8,12 +8,33 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PyTree
+
+from ._checks import _describe, check_number, float_dtype_of, is_floating_dtype, strong_dtypes
+
+
+def check_event_shape(shape: Any, name: str = "event_shape") -> tuple[int, ...]:
+    """A tuple of positive integers (the shape of one example)."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{name}: expected a tuple of positive integers such as (2,), got {_describe(shape)}")
+    return tuple(check_number(s, f"{name}[{i}]", integer=True, low=1) for i, s in enumerate(shape))
 
 
 def _event_shape_of(energy: Any) -> tuple[int, ...] | None:
     shape = getattr(energy, "event_shape", None)
-    return None if shape is None else tuple(int(s) for s in shape)
+    return None if shape is None else check_event_shape(tuple(shape), "energy.event_shape")
+
+
+def _scalar_parameter(value: Any, name: str, dtype: Any, **limits) -> Array:
+    """A checked, strongly typed 0-d parameter: an array keeps its own floating dtype,
+    a Python number takes ``dtype`` (the energy's parameter dtype)."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    number = check_number(value, name, **limits)
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)) and is_floating_dtype(np.asarray(value).dtype):
+        dtype = np.asarray(value).dtype
+    return jnp.asarray(number, dtype=dtype)
 
 
 def split_mapped(kwargs: dict[str, Any], batch_shape: tuple[int, ...]) -> tuple[dict, dict]:
@@ -63,9 +84,16 @@ class EBM(eqx.Module):
             level are keyword arguments, ``energy(x, t=t)``.
         base: optional normalized base density with a ``log_prob`` method; it is not
             trained by ``fit``.
-        log_z: initial estimate of ``log Z`` (learned by NCE, left alone otherwise).
+        log_z: initial estimate of ``log Z`` (learned by NCE, left alone otherwise), a
+            finite number.
+        inverse_temperature: ``beta``, a finite number > 0 (use ``tempered``).
         event_shape: shape of one example. Taken from ``energy.event_shape`` when the
             module declares it, else set by ``fit`` from the data.
+
+    Parameter dtypes: the energy's weakly typed array leaves (``jnp.array(-2.0)``) are
+    made strong (same dtype) so that compiled code never sees their type change;
+    ``log_z`` and ``inverse_temperature`` given as numbers take the floating dtype of
+    the energy's parameters (float64 stays float64 under ``jax_enable_x64``).
 
     The batched helpers (``energy_batch`` ...) map over every leading axis beyond the
     event shape; users never write batch loops.
@@ -95,13 +123,16 @@ class EBM(eqx.Module):
                 f"EBM(base=...): expected a normalized density with a `log_prob` method "
                 f"(e.g. a numpyro distribution), got {type(base).__name__}"
             )
-        self.energy_module = energy
+        self.energy_module = strong_dtypes(energy)
         self.base = base
-        self.log_z = jnp.asarray(log_z, dtype=jnp.float32)
-        self.inverse_temperature = jnp.asarray(inverse_temperature, dtype=jnp.float32)
+        dtype = float_dtype_of(energy)
+        self.log_z = _scalar_parameter(log_z, "log_z", dtype)
+        self.inverse_temperature = _scalar_parameter(
+            inverse_temperature, "inverse_temperature", dtype, low=0.0, low_open=True
+        )
         declared = _event_shape_of(energy)
         if event_shape is not None:
-            event_shape = tuple(int(s) for s in event_shape)
+            event_shape = check_event_shape(event_shape)
             if declared is not None and declared != event_shape:
                 raise ValueError(
                     f"EBM(event_shape={event_shape}) disagrees with the energy module's "
@@ -158,11 +189,9 @@ class EBM(eqx.Module):
     # ---- transformations ------------------------------------------------------------
     def tempered(self, temperature: float | Array) -> "EBM":
         r"""The same model at temperature ``T``: ``log p~_T = log p~ / T``."""
-        if isinstance(temperature, (int, float)) and not temperature > 0:
-            raise ValueError(f"tempered(temperature={temperature}): expected a positive temperature")
-        return eqx.tree_at(
-            lambda m: m.inverse_temperature, self, self.inverse_temperature / jnp.asarray(temperature)
-        )
+        check_number(temperature, "temperature", low=0.0, low_open=True)
+        beta = self.inverse_temperature / temperature
+        return eqx.tree_at(lambda m: m.inverse_temperature, self, beta.astype(self.inverse_temperature.dtype))
 
     def with_event_shape(self, event_shape: tuple[int, ...]) -> "EBM":
         """A copy that knows the shape of one example."""
@@ -194,8 +223,11 @@ def trainable_filter(model: PyTree) -> PyTree:
     return spec
 
 
-def check_energy(model: EBM, event_shape: tuple[int, ...], dtype=jnp.float32, **kwargs) -> None:
-    """Raise a clear error unless ``model.energy`` maps one example to a scalar."""
+def check_energy(model: EBM, event_shape: tuple[int, ...], dtype=None, **kwargs) -> None:
+    """Raise a clear error unless ``model.energy`` maps one example (of ``dtype``,
+    default the model's parameter dtype) to a floating-point scalar."""
+    if dtype is None:
+        dtype = float_dtype_of(model)
     probe = jax.ShapeDtypeStruct(tuple(event_shape), dtype)
     kw = {k: (jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v)) if hasattr(v, "shape") else v) for k, v in kwargs.items()}
     try:
@@ -210,6 +242,11 @@ def check_energy(model: EBM, event_shape: tuple[int, ...], dtype=jnp.float32, **
         raise TypeError(
             f"energy: must return a scalar for one example of shape {tuple(event_shape)}, "
             f"got output of shape {shape}"
+        )
+    if not is_floating_dtype(out.dtype):
+        raise TypeError(
+            f"energy: must return a floating-point scalar, got dtype {out.dtype}; an integer energy has "
+            f"no gradient, so nothing would train (return e.g. jnp.asarray(e, jnp.float32))"
         )
 
 

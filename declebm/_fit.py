@@ -12,7 +12,7 @@ import numpy as np
 import optax
 from jaxtyping import PRNGKeyArray, PyTree
 
-from ._checks import check_examples, check_key, check_positive
+from ._checks import check_examples, check_key, check_positive, strong_dtypes
 from ._checkpoint import check_checkpoint_dir, load_checkpoint, run_fingerprint
 from ._devices import (
     check_divides, check_state_divides, make_mesh, place, replicate_model, replicated, split, state_shardings,
@@ -47,12 +47,6 @@ class FitResult(eqx.Module):
 # One default optimizer object, so that repeated fits with the default reuse compiled code.
 _DEFAULT_OPTIMIZER = optax.adam(1e-3)
 _PROGRESS_MODES = ("auto", "bar", "log", "off")
-
-
-def strong_dtypes(tree: PyTree) -> PyTree:
-    """Every weak-typed array leaf (``jnp.array(-2.0)``) made strongly typed, same dtype, so
-    that the first update does not change the leaf's type and force a recompile."""
-    return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype) if getattr(x, "weak_type", False) else x, tree)
 
 
 def _place_data(data: Any, mesh: jax.sharding.Mesh, shard: bool) -> Any:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_examples, check_key, check_positive
+from ._checks import check_examples, check_key, check_positive, float_dtype_of, strong_dtypes
 from ._devices import check_divides, make_mesh, place, replicate_model, split
 from ._diagnostics import ChainDiagnostics, chain_diagnostics, check_trace_every, run_with_trace
 from ._ebm import EBM, check_energy
@@ -18,17 +18,18 @@ from ._sampler import AbstractSampler, SamplerInfo
 
 def initial_positions(model: EBM, num_samples: int, key: PRNGKeyArray) -> Float[Array, "n *event"]:
     """Default chain start: draws from the model's base density when it can sample,
-    else a standard normal of the model's event shape."""
+    else a standard normal of the model's event shape; in the model's parameter dtype."""
     if model.event_shape is None:
         raise ValueError(
             "model: its event_shape is unknown, so there is no default start; pass init= "
             "or declare the shape (EBM(energy, event_shape=...) or an energy with event_shape)"
         )
+    dtype = float_dtype_of(model.energy_module)
     base = model.base
     if base is not None and hasattr(base, "sample"):
         x = base.sample(key, (num_samples,))
-        return jnp.reshape(x, (num_samples,) + tuple(model.event_shape)).astype(jnp.float32)
-    return jax.random.normal(key, (num_samples,) + tuple(model.event_shape))
+        return jnp.reshape(x, (num_samples,) + tuple(model.event_shape)).astype(dtype)
+    return jax.random.normal(key, (num_samples,) + tuple(model.event_shape), dtype)
 
 
 def fit_noise(data: Float[Array, "n *event"], kind: str = "gaussian") -> tuple[Array, Array]:
@@ -42,13 +43,14 @@ def fit_noise(data: Float[Array, "n *event"], kind: str = "gaussian") -> tuple[A
 
 
 def draw_noise(loc: Array, scale: Array, kind: str, n: int, key: PRNGKeyArray) -> Float[Array, "n *event"]:
-    """``n`` draws of ``loc + scale * z``, ``z ~ N(0, I)`` or ``U(-1, 1)``."""
+    """``n`` draws of ``loc + scale * z``, ``z ~ N(0, I)`` or ``U(-1, 1)``, in ``loc``'s dtype
+    (float64 chains stay float64, float32 stay float32 whatever JAX's default)."""
     shape = (n,) + loc.shape
     if kind == "gaussian":
-        z = jax.random.normal(key, shape)
+        z = jax.random.normal(key, shape, loc.dtype)
     else:
-        z = jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
-    return loc + scale * z
+        z = jax.random.uniform(key, shape, loc.dtype, minval=-1.0, maxval=1.0)
+    return (loc + scale * z).astype(loc.dtype)
 
 
 @eqx.filter_jit
@@ -78,6 +80,12 @@ def sample(
     keyword arguments go to the energy (e.g. a noise level). With ``return_info=True``
     also returns the per-step ``SamplerInfo`` averaged over chains.
 
+    The chains keep ``init``'s floating dtype (default start: the model's parameter
+    dtype). The model's weakly typed parameters are made strong first
+    (``strong_dtypes``), and the sampler's numeric hyperparameters are traced, so
+    sampling again with another step size or another model of the same structure
+    reuses the compiled program.
+
     ``devices`` (a list of devices or a one-axis ``Mesh`` named ``"data"``) splits the
     chains over several devices, as ``fit`` does; the number of chains must be a multiple
     of the number of devices, and the result does not depend on it.
@@ -95,6 +103,7 @@ def sample(
         raise TypeError(f"sampler: expected a sampler such as MALA(step_size=...), got {type(sampler).__name__}")
     check_positive(num_steps, "num_steps", integer=True)
     check_key(key)
+    model = strong_dtypes(model)
     k_init, k_run = jax.random.split(key)
     if init is None:
         if num_samples is None:
@@ -107,7 +116,7 @@ def sample(
             raise ValueError(f"num_samples: {num_samples} disagrees with init's {x.shape[0]} chains")
         if model.event_shape is None:
             model = model.with_event_shape(x.shape[1:])
-    check_energy(model, model.event_shape)
+    check_energy(model, model.event_shape, x.dtype)
     mesh = make_mesh(devices)
     if mesh is not None:
         check_divides(mesh, x.shape[0], "the number of chains (num_samples)")

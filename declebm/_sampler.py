@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray, PyTree
 
-from ._checks import check_positive
+from ._checks import check_positive, tree_hash
 from ._ebm import split_mapped
 
 
@@ -52,6 +52,10 @@ class AbstractSampler(eqx.Module):
 
     target_acceptance: ClassVar[float | None] = None
 
+    def __hash__(self) -> int:
+        # Numeric hyperparameters are 0-d arrays (traced, see ``declebm._checks.hyperparameter``).
+        return tree_hash(self)
+
     @abc.abstractmethod
     def init_chain(self, logdensity_fn: Callable[[Array], Array], x: Array) -> PyTree:
         """State of one chain at position ``x``. The state has a ``position`` field."""
@@ -90,10 +94,15 @@ class AbstractSampler(eqx.Module):
         self, model: Any, state: PyTree, keys: PRNGKeyArray, **kwargs
     ) -> tuple[PyTree, SamplerInfo]:
         """``len(keys)`` steps from ``state`` in a ``lax.scan``, step ``i`` with ``keys[i]``.
-        Returns the final state and the per-step info averaged over chains."""
+        Returns the final state and the per-step info averaged over chains. The state
+        keeps the dtypes it starts with."""
 
         def body(state, k):
-            state, info = self.step(model, state, k, **kwargs)
+            new, info = self.step(model, state, k, **kwargs)
+            # The chains keep their dtypes: a kernel that promotes (float32 chains on a
+            # float64 model, or noise drawn in JAX's default dtype) must not change the
+            # type of the scan's carry.
+            state = jax.tree.map(lambda a, b: a.astype(b.dtype) if eqx.is_array(b) else a, new, state)
             return state, SamplerInfo(
                 jnp.mean(info.acceptance_rate.astype(jnp.float32)), jnp.mean(info.is_divergent.astype(jnp.float32))
             )

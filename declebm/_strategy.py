@@ -9,6 +9,8 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from ._checks import tree_hash
+
 
 class AbstractStrategy(eqx.Module):
     r"""How an EBM is learned. ``fit`` is configured by one of these, as Diffrax's
@@ -30,6 +32,10 @@ class AbstractStrategy(eqx.Module):
       set what the strategy owns in the model (identity by default; ``NCE`` starts
       ``log_z`` at an importance-sampling estimate). Also an addition to DESIGN.
     """
+
+    def __hash__(self) -> int:
+        # Numeric hyperparameters are 0-d arrays (traced, see ``declebm._checks.hyperparameter``).
+        return tree_hash(self)
 
     def init(self, model: Any, data: Float[Array, "n *event"], key: PRNGKeyArray, *, batch_size: int | None = None) -> PyTree:
         """The training state; ``None`` for strategies that keep none (score matching)."""

@@ -70,6 +70,12 @@ through the chains. Persistent chains are kept as positions only: a sampler's ca
 ``log p~`` and gradient go stale when the parameters change, so chains are
 re-initialised (``sampler.init``) on the updated model at every step.
 
+Hyperparameters: ``energy_reg``, ``kl_weight`` and ``entropy_weight`` are switches and
+weights at once: ``0`` leaves the term out of the compiled program; any other value is
+stored as a traced 0-d array (as is ``reinit_prob``), so sweeping a weight reuses the
+compiled program. ``steps``, ``num_chains``, ``kl_steps`` and ``buffer_size`` fix shapes
+and loop lengths and stay Python ints.
+
 Metrics: ``energy_data``, ``energy_samples``, ``acceptance_rate``; with ``kl_weight > 0``
 also ``kl_energy`` (the mean frozen-parameter energy ``-log p~`` of the end points, the
 quantity whose gradient through the sampler is the KL term); with ``entropy_weight > 0``
@@ -85,13 +91,16 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractSampler, AbstractStrategy
-from declebm._checks import check_positive, check_probability
+import equinox as eqx
+
+from declebm._checks import check_choice, check_positive, hyperparameter, is_on, optional_term
 from declebm._ebm import stop_gradient
 from declebm._sample import draw_noise, fit_noise
 from declebm.evaluate import nearest_neighbour_entropy
 
 _STARTS = ("data", "persistent", "noise", "buffer")
 _NOISES = ("gaussian", "uniform")
+_reinit_prob = hyperparameter("reinit_prob", low=0.0, high=1.0)
 
 
 class MCMCState(NamedTuple):
@@ -116,11 +125,11 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
     sampler: AbstractSampler
     steps: int = 20
     num_chains: int | None = None
-    energy_reg: float = 0.0
+    energy_reg: float | Float[Array, ""] = eqx.field(converter=optional_term("energy_reg"), default=0.0)
     noise: str = "gaussian"
-    kl_weight: float = 0.0
+    kl_weight: float | Float[Array, ""] = eqx.field(converter=optional_term("kl_weight"), default=0.0)
     kl_steps: int | None = 1
-    entropy_weight: float = 0.0
+    entropy_weight: float | Float[Array, ""] = eqx.field(converter=optional_term("entropy_weight"), default=0.0)
 
     def __check_init__(self):
         self._check()
@@ -137,7 +146,7 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
     def differentiates_sampler(self) -> bool:
         """Whether the loss differentiates through the last sampler steps (the Du et al.
         2020 KL or entropy term is on)."""
-        return bool(self.kl_weight) or bool(self.entropy_weight)
+        return is_on(self.kl_weight) or is_on(self.entropy_weight)
 
     @property
     def num_live_steps(self) -> int:
@@ -150,18 +159,16 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
                 f"sampler: expected a declebm sampler (Langevin, MALA, HMC), got {type(self.sampler).__name__}"
             )
         check_positive(self.steps, "steps", integer=True)
+        check_choice(self.chain_start, "init", _STARTS)
         if self.num_chains is not None:
+            if self.chain_start == "data":
+                raise ValueError(
+                    f"num_chains: chains that start at the data batch (contrastive divergence) are one per "
+                    f"example, so num_chains must stay None; got {self.num_chains!r}"
+                )
             check_positive(self.num_chains, "num_chains", integer=True)
-        check_positive(self.energy_reg, "energy_reg", allow_zero=True)
-        if self.noise not in _NOISES:
-            raise ValueError(f"noise: expected one of {_NOISES}, got {self.noise!r}")
-        if self.chain_start not in _STARTS:
-            raise ValueError(f"init: expected one of {_STARTS}, got {self.chain_start!r}")
-        if self.chain_start == "buffer":
-            check_positive(self.buffer_size, "buffer_size", integer=True)
-            check_probability(self.reinit_prob, "reinit_prob")
-        check_positive(self.kl_weight, "kl_weight", allow_zero=True)
-        check_positive(self.entropy_weight, "entropy_weight", allow_zero=True)
+        check_choice(self.noise, "noise", _NOISES)
+        check_positive(self.buffer_size, "buffer_size", integer=True, allow_zero=self.chain_start != "buffer")
         if self.kl_steps is not None:
             check_positive(self.kl_steps, "kl_steps", integer=True)
             if self.kl_steps > self.steps:
@@ -170,7 +177,7 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
                     f"steps, so it must be at most steps={self.steps}; got {self.kl_steps} (None means all)"
                 )
         if self.differentiates_sampler and not self.sampler.is_differentiable:
-            which = "kl_weight" if self.kl_weight else "entropy_weight"
+            which = "kl_weight" if is_on(self.kl_weight) else "entropy_weight"
             raise ValueError(
                 f"sampler: {which} > 0 differentiates the loss through the last sampler steps (Du et al. 2020), "
                 f"which needs an unadjusted, differentiable sampler such as Langevin(step_size=...); "
@@ -258,19 +265,19 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
         e_pos = model.energy_batch(batch)
         e_neg = model.energy_batch(x_neg)
         loss = jnp.mean(e_pos) - jnp.mean(e_neg)
-        if self.energy_reg:
+        if is_on(self.energy_reg):
             loss = loss + self.energy_reg * (jnp.mean(e_pos**2) + jnp.mean(e_neg**2))
         metrics = {
             "energy_data": jnp.mean(e_pos),
             "energy_samples": jnp.mean(e_neg),
             "acceptance_rate": acceptance,
         }
-        if self.kl_weight:
+        if is_on(self.kl_weight):
             # -log p~ with frozen parameters: the gradient reaches theta only through x_live.
             kl_energy = -jnp.mean(stop_gradient(model).log_prob_unnorm_batch(x_live))
             loss = loss + self.kl_weight * kl_energy
             metrics["kl_energy"] = kl_energy
-        if self.entropy_weight:
+        if is_on(self.entropy_weight):
             entropy = nearest_neighbour_entropy(x_live)
             loss = loss - self.entropy_weight * entropy
             metrics["entropy"] = entropy
@@ -314,7 +321,7 @@ class MaximumLikelihood(_AbstractMaximumLikelihood):
 
     init_from: str = "persistent"
     buffer_size: int = 10_000
-    reinit_prob: float = 0.05
+    reinit_prob: Float[Array, ""] = eqx.field(converter=_reinit_prob, default=0.05)
 
     def __init__(
         self,
@@ -429,5 +436,5 @@ class ReplayBufferML(_AbstractMaximumLikelihood):
         buffer_size, reinit_prob: buffer size and per-draw re-initialisation probability.""" + _DU_ARGS + "\n    "
 
     buffer_size: int = 10_000
-    reinit_prob: float = 0.05
+    reinit_prob: Float[Array, ""] = eqx.field(converter=_reinit_prob, default=0.05)
     chain_start: ClassVar[str] = "buffer"

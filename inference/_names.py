@@ -45,6 +45,6 @@ def strategy_from_name(name: str) -> AbstractStrategy:
     ``replay`` (MCMC maximum likelihood), ``esm``, ``dsm``, ``ssm`` (score matching),
     ``nce`` (noise-contrastive estimation), ``recovery`` (diffusion recovery likelihood). The same vocabulary as every example's
     ``--strategy``."""
-    if name not in _DEFAULTS:
+    if not isinstance(name, str) or name not in _DEFAULTS:
         raise ValueError(f"name: unknown strategy {name!r}; choose one of {', '.join(_DEFAULTS)}")
     return _DEFAULTS[name]()

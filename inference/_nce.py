@@ -28,7 +28,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import EBM, AbstractStrategy
-from declebm._checks import check_positive
+from declebm._checks import check_flag, check_positive
 
 
 class NCEState(NamedTuple):
@@ -52,6 +52,23 @@ def _fitted_gaussian(data: Float[Array, "n *event"], scale: float = 1.0) -> dist
         return dist.MultivariateNormal(mean, covariance_matrix=cov)
     std = (jnp.std(data, 0) + 1e-6) * scale
     return dist.Normal(mean, std).to_event(len(event))
+
+
+def _check_fit_data(data: Float[Array, "n *event"]) -> None:
+    """The default noise is a Gaussian fitted to the data: it needs at least 2 examples
+    that are not all equal."""
+    if isinstance(data, jax.core.Tracer):
+        return
+    if data.shape[0] < 2:
+        raise ValueError(
+            f"data: NCE's default noise is a Gaussian fitted to the data, which needs at least 2 examples, "
+            f"got {data.shape[0]}; pass noise= (a numpyro distribution)"
+        )
+    if not bool(jnp.any(jnp.std(data, axis=0) > 0)):
+        raise ValueError(
+            "data: NCE's default noise is a Gaussian fitted to the data, but every example is the same "
+            "(zero variance); pass noise= (a numpyro distribution)"
+        )
 
 
 class NCE(AbstractStrategy):
@@ -113,6 +130,7 @@ class NCE(AbstractStrategy):
 
     def __check_init__(self):
         check_positive(self.ratio, "ratio")
+        check_flag(self.init_log_z, "init_log_z")
         check_positive(self.num_is_samples, "num_is_samples", integer=True)
         check_positive(self.noise_scale, "noise_scale")
         if not isinstance(self.noise_as_base, bool):
@@ -140,6 +158,7 @@ class NCE(AbstractStrategy):
         """The noise distribution for ``data``: the given one, checked, or a fitted Gaussian."""
         event = tuple(data.shape[1:])
         if self.noise is None:
+            _check_fit_data(data)
             return _fitted_gaussian(data, self.noise_scale)
         noise_event = tuple(getattr(self.noise, "event_shape", ()))
         if noise_event != event:

@@ -3,23 +3,71 @@
 One step-size convention throughout: ``step_size = eps`` means the Langevin move
 ``x' = x + (eps/2) grad log p~(x) + sqrt(eps) z`` (Song & Kingma 2021, eq. 9). BlackJAX
 writes the same move as ``x + h grad + sqrt(2h) z``, so we hand it ``h = eps / 2``.
+
+Numeric hyperparameters (``step_size``, ``noise_scale``, ``inverse_mass_matrix``) are
+checked at construction and stored as arrays, so they are *traced* values: sampling with
+40 step sizes compiles once. Integers that fix loop lengths (``num_integration_steps``,
+``max_num_doublings``) stay Python ints. Chains keep their own floating dtype.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from typing import Callable, ClassVar, NamedTuple
 
 import blackjax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from blackjax.sgmcmc.diffusions import overdamped_langevin
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractSampler, SamplerInfo
-from declebm._checks import check_positive
+from declebm._checks import check_array, check_positive, hyperparameter
 from declebm._ebm import split_mapped
+
+_step_size = hyperparameter("step_size", low=0.0, low_open=True)
+_noise_scale = hyperparameter("noise_scale", low=0.0)
+
+
+def _optional_noise_scale(value):
+    return None if value is None else _noise_scale(value)
+
+
+def _per_chain(scalar_converter, name):
+    """Langevin's step and noise: one positive number, or one per chain (a 1-D array,
+    used when chains sample different targets, e.g. the levels of recovery likelihood)."""
+
+    def convert(value):
+        if value is not None and not isinstance(value, jax.core.Tracer) and np.ndim(value) == 1:
+            return check_array(value, name, ndim=(1,), min_size=1, positive=True)
+        return scalar_converter(value)
+
+    return convert
+
+
+def _inverse_mass_matrix(value):
+    """``None`` (identity), a positive vector (diagonal) or a symmetric positive definite
+    matrix, over the flattened example. The length is checked against the chains in
+    ``init``."""
+    if value is None or isinstance(value, jax.core.Tracer):
+        return value
+    m = check_array(value, "inverse_mass_matrix", ndim=(1, 2), min_size=1, positive=False)
+    values = np.asarray(m, dtype=np.float64)
+    if m.ndim == 1 and np.any(values <= 0):
+        raise ValueError(
+            f"inverse_mass_matrix: a diagonal inverse mass matrix needs every entry > 0, got minimum {values.min():g}"
+        )
+    if m.ndim == 2:
+        if m.shape[0] != m.shape[1] or not np.allclose(values, values.T, rtol=1e-5, atol=1e-8):
+            raise ValueError(f"inverse_mass_matrix: a dense inverse mass matrix must be square and symmetric, got shape {m.shape}")
+        try:
+            np.linalg.cholesky(values)
+        except np.linalg.LinAlgError as e:
+            raise ValueError("inverse_mass_matrix: a dense inverse mass matrix must be positive definite") from e
+    return m
 
 
 def _info(acceptance_rate, is_divergent=False) -> SamplerInfo:
@@ -54,13 +102,9 @@ class Langevin(AbstractSampler):
     get their own step.
     """
 
-    step_size: float | Float[Array, " chains"]
-    noise_scale: float | Float[Array, " chains"] | None = None
-
-    def __check_init__(self):
-        check_positive(self.step_size, "step_size")
-        if self.noise_scale is not None:
-            check_positive(self.noise_scale, "noise_scale", allow_zero=True)
+    step_size: Float[Array, ""] | Float[Array, " chains"] = eqx.field(converter=_per_chain(_step_size, "step_size"))
+    noise_scale: Float[Array, ""] | Float[Array, " chains"] | None = eqx.field(
+        converter=_per_chain(_optional_noise_scale, "noise_scale"), default=None)
 
     @property
     def temperature(self):
@@ -82,13 +126,15 @@ class Langevin(AbstractSampler):
 
     def _move(self, key: PRNGKeyArray, x: Array, grad: Array) -> Array:
         """The Euler-Maruyama move, BlackJAX's ``x + h grad + sqrt(2 T h) z`` with h = eps/2.
-        Per-chain step sizes (arrays of shape ``(num_chains,)``) broadcast over the event axes."""
+        Per-chain step sizes (arrays of shape ``(num_chains,)``) broadcast over the event axes.
+        Cast back: BlackJAX draws the noise in JAX's default float dtype (float64 under x64)."""
 
         def per_chain(v):
             v = jnp.asarray(v, x.dtype)
             return v.reshape(v.shape + (1,) * (x.ndim - v.ndim)) if v.ndim else v
 
-        return overdamped_langevin()(key, x, grad, per_chain(0.5 * jnp.asarray(self.step_size)), per_chain(self.temperature))
+        move = overdamped_langevin()(key, x, grad, per_chain(0.5 * self.step_size), per_chain(self.temperature))
+        return move.astype(x.dtype)
 
     def step(self, model, state: LangevinState, key: PRNGKeyArray, **kwargs):
         # All chains in one move: the noise is drawn for the whole batch from one key
@@ -111,27 +157,29 @@ class MALA(AbstractSampler):
     goes stale.
     """
 
-    step_size: float
+    step_size: Float[Array, ""] = eqx.field(converter=_step_size)
     # Optimal acceptance of MALA in high dimension (Roberts & Rosenthal 1998).
     target_acceptance: ClassVar[float] = 0.574
-
-    def __check_init__(self):
-        check_positive(self.step_size, "step_size")
 
     def init_chain(self, logdensity_fn: Callable, x: Array):
         return blackjax.mala.init(x, logdensity_fn)
 
     def step_chain(self, key: PRNGKeyArray, state, logdensity_fn: Callable):
-        state, info = blackjax.mala.build_kernel()(key, state, logdensity_fn, 0.5 * self.step_size)
-        return state, _info(info.acceptance_rate)
+        # BlackJAX draws MALA's proposal noise in JAX's default float dtype (float64 under
+        # x64), so run the step in at least that precision and return the chain in its own
+        # dtype (a no-op unless x64 is on and the chain is float32).
+        default = jnp.result_type(float)
+        wide = jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, default)), state)
+        new, info = blackjax.mala.build_kernel()(key, wide, logdensity_fn, 0.5 * self.step_size)
+        return jax.tree.map(lambda a, b: a.astype(b.dtype), new, state), _info(info.acceptance_rate)
 
 
 class _AbstractHamiltonian(AbstractSampler):
     """HMC and NUTS share BlackJAX's kernel signature:
     ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix, trajectory)``."""
 
-    step_size: eqx.AbstractVar[float]
-    inverse_mass_matrix: eqx.AbstractVar[Float[Array, "..."] | None]
+    # Subclasses declare ``step_size`` and ``inverse_mass_matrix`` themselves (not as
+    # AbstractVars here, which would put them first in the positional order).
 
     @abc.abstractmethod
     def _algorithm(self):
@@ -141,6 +189,16 @@ class _AbstractHamiltonian(AbstractSampler):
     def _trajectory(self) -> int:
         """The kernel's last argument: integration steps (HMC) or max doublings (NUTS)."""
 
+    def init(self, model, x: Array, **kwargs):
+        m = self.inverse_mass_matrix
+        size = math.prod(x.shape[1:])
+        if m is not None and m.shape[0] != size:
+            raise ValueError(
+                f"inverse_mass_matrix: has {m.shape[0]} rows but one example has {size} numbers "
+                f"(shape {tuple(x.shape[1:])}); give one entry per number of the flattened example"
+            )
+        return super().init(model, x, **kwargs)
+
     def init_chain(self, logdensity_fn: Callable, x: Array):
         return self._algorithm().init(x, logdensity_fn)
 
@@ -148,7 +206,7 @@ class _AbstractHamiltonian(AbstractSampler):
         if self.inverse_mass_matrix is None:
             inverse_mass = jnp.ones(state.position.size, state.position.dtype)
         else:
-            inverse_mass = jnp.asarray(self.inverse_mass_matrix)
+            inverse_mass = self.inverse_mass_matrix.astype(state.position.dtype)
         kernel = self._algorithm().build_kernel()
         state, info = kernel(key, state, logdensity_fn, self.step_size, inverse_mass, self._trajectory())
         return state, _info(info.acceptance_rate, info.is_divergent)
@@ -161,14 +219,13 @@ class HMC(_AbstractHamiltonian):
     dense over the flattened example; default identity. ``blackjax.hmc``.
     """
 
-    step_size: float
+    step_size: Float[Array, ""] = eqx.field(converter=_step_size)
     num_integration_steps: int = 10
-    inverse_mass_matrix: Float[Array, "..."] | None = None
+    inverse_mass_matrix: Float[Array, "..."] | None = eqx.field(converter=_inverse_mass_matrix, default=None)
     # Optimal acceptance of HMC in high dimension (Beskos et al. 2013); 0.65-0.8 is usual.
     target_acceptance: ClassVar[float] = 0.651
 
     def __check_init__(self):
-        check_positive(self.step_size, "step_size")
         check_positive(self.num_integration_steps, "num_integration_steps", integer=True)
 
     def _algorithm(self):
@@ -185,14 +242,13 @@ class NUTS(_AbstractHamiltonian):
     for the longest trajectory.
     """
 
-    step_size: float
-    inverse_mass_matrix: Float[Array, "..."] | None = None
+    step_size: Float[Array, ""] = eqx.field(converter=_step_size)
+    inverse_mass_matrix: Float[Array, "..."] | None = eqx.field(converter=_inverse_mass_matrix, default=None)
     max_num_doublings: int = 10
     # The usual dual-averaging target of NUTS (Hoffman & Gelman 2014; Stan's default).
     target_acceptance: ClassVar[float] = 0.8
 
     def __check_init__(self):
-        check_positive(self.step_size, "step_size")
         check_positive(self.max_num_doublings, "max_num_doublings", integer=True)
 
     def _algorithm(self):

@@ -29,19 +29,15 @@ from typing import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractStrategy
-from declebm._checks import check_positive
+from declebm._checks import check_choice, check_flag, check_positive
 from declebm._ebm import EBM, check_energy
 
 _PROJECTIONS = ("gaussian", "rademacher")
 _Loss = tuple[Float[Array, ""], tuple[None, dict[str, Float[Array, ""]]]]
-
-
-def _check_flag(value, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected True or False, got {value!r}")
 
 
 def _directions(key: PRNGKeyArray, kind: str, shape: tuple[int, ...], dtype) -> Array:
@@ -95,7 +91,7 @@ class ExactScoreMatching(AbstractStrategy):
     num_probes: int = 1
 
     def __check_init__(self):
-        _check_flag(self.hutchinson, "hutchinson")
+        check_flag(self.hutchinson, "hutchinson")
         check_positive(self.num_probes, "num_probes", integer=True)
 
     def loss(
@@ -143,9 +139,8 @@ class SlicedScoreMatching(AbstractStrategy):
 
     def __check_init__(self):
         check_positive(self.num_projections, "num_projections", integer=True)
-        _check_flag(self.variance_reduction, "variance_reduction")
-        if self.projection not in _PROJECTIONS:
-            raise ValueError(f"projection: expected one of {_PROJECTIONS}, got {self.projection!r}")
+        check_flag(self.variance_reduction, "variance_reduction")
+        check_choice(self.projection, "projection", _PROJECTIONS)
 
     def loss(
         self, model: EBM, batch: Float[Array, "batch *event"], state: None, key: PRNGKeyArray
@@ -193,7 +188,7 @@ class DenoisingScoreMatching(AbstractStrategy):
     standard deviation ``tau`` per coordinate, ``D sigma^2 / (tau^2 + sigma^2)``).
     """
 
-    sigmas: tuple[float, ...]
+    sigmas: Float[Array, " levels"]
     conditional: bool = eqx.field(static=True)
     noise_arg: str = eqx.field(static=True)
 
@@ -206,22 +201,23 @@ class DenoisingScoreMatching(AbstractStrategy):
                 "sigmas=[...] for several with an energy that takes the level as input"
             )
         if sigma is not None:
-            check_positive(sigma, "sigma")
-            levels = (float(sigma),)
+            levels = [check_positive(sigma, "sigma")]
         else:
-            if isinstance(sigmas, (str, bytes)) or not hasattr(sigmas, "__len__") or len(sigmas) == 0:
-                raise ValueError(f"sigmas: expected a non-empty sequence of positive numbers, got {sigmas!r}")
-            for i, s in enumerate(sigmas):
-                check_positive(s, f"sigmas[{i}]")
-            levels = tuple(float(s) for s in sigmas)
+            if isinstance(sigmas, (str, bytes)) or not hasattr(sigmas, "__len__"):
+                raise TypeError(f"sigmas: expected a non-empty sequence of positive numbers, got {sigmas!r}")
+            if len(sigmas) == 0 or np.ndim(sigmas) != 1:
+                raise ValueError(f"sigmas: expected a non-empty 1-D sequence of positive numbers, got {sigmas!r}")
+            levels = [check_positive(s, f"sigmas[{i}]") for i, s in enumerate(sigmas)]
         if not isinstance(noise_arg, str) or not noise_arg.isidentifier():
             raise ValueError(f"noise_arg: expected a keyword name such as 'sigma', got {noise_arg!r}")
-        self.sigmas = levels
+        # An array, not a tuple of floats: the levels are traced values, so a sweep over
+        # them reuses one compiled program.
+        self.sigmas = jnp.asarray(levels, dtype=jnp.result_type(float))
         self.conditional = sigmas is not None
         self.noise_arg = noise_arg
 
     @property
-    def sigma(self) -> float | None:
+    def sigma(self) -> Float[Array, ""] | None:
         """The single noise level, or ``None`` when several are used."""
         return None if self.conditional else self.sigmas[0]
 
@@ -245,9 +241,9 @@ class DenoisingScoreMatching(AbstractStrategy):
         n, event = batch.shape[0], batch.shape[1:]
         k_level, k_noise = jax.random.split(key)
         z = jax.random.normal(k_noise, batch.shape, batch.dtype)
-        levels = jnp.asarray(self.sigmas, batch.dtype)
+        levels = self.sigmas.astype(batch.dtype)
         if self.conditional:
-            sigma = levels[jax.random.randint(k_level, (n,), 0, len(self.sigmas))]
+            sigma = levels[jax.random.randint(k_level, (n,), 0, levels.shape[0])]
             kwargs = {self.noise_arg: sigma}
         else:
             sigma = jnp.broadcast_to(levels[0], (n,))

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from declebm._checks import check_number
+
 from ._mlp import check_mlp_sizes
 
 
@@ -49,13 +51,9 @@ class NoiseConditionedMLPEnergy(eqx.Module):
         default_sigma: float = 0.1,
         key: PRNGKeyArray,
     ):
-        check_mlp_sizes("NoiseConditionedMLPEnergy", in_size, width, depth)
-        if isinstance(default_sigma, bool) or not isinstance(default_sigma, (int, float)) or not default_sigma > 0:
-            raise ValueError(
-                f"NoiseConditionedMLPEnergy(default_sigma=...): expected a positive number, got {default_sigma!r}"
-            )
+        check_mlp_sizes("NoiseConditionedMLPEnergy", in_size, width, depth, activation, key)
         self.in_size = in_size
-        self.default_sigma = float(default_sigma)
+        self.default_sigma = check_number(default_sigma, "default_sigma", low=0.0, low_open=True)
         self.mlp = eqx.nn.MLP(in_size + 1, "scalar", width, depth, activation=activation, key=key)
 
     @property

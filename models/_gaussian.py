@@ -10,6 +10,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from declebm._checks import check_array
+
+
+def _floats(x, name):
+    """Numbers (ints included) as a float array for ``check_array``; other things unchanged."""
+    if isinstance(x, (list, tuple)) or (hasattr(x, "dtype") and np.issubdtype(np.asarray(x).dtype, np.integer)):
+        try:
+            return np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name}: expected an array of numbers, got {x!r}") from e
+    return x
+
 
 class GaussianEnergy(eqx.Module):
     r"""The quadratic energy of a Gaussian, ``E(x) = 1/2 (x - mu)^T P (x - mu)``.
@@ -31,24 +43,31 @@ class GaussianEnergy(eqx.Module):
     log_diag: Float[Array, " d"]
 
     def __init__(self, mean: ArrayLike, precision: ArrayLike | None = None, *, covariance: ArrayLike | None = None):
-        mean = np.asarray(mean, dtype=np.float64)
-        if mean.ndim != 1:
-            raise ValueError(f"GaussianEnergy(mean=...): expected shape (d,), got {mean.shape}")
+        dtype = jnp.result_type(float)  # float32, or float64 under jax_enable_x64
+        mean = np.asarray(check_array(_floats(mean, "mean"), "mean", ndim=1, min_size=1), dtype=np.float64)
         d = mean.shape[0]
         if precision is not None and covariance is not None:
-            raise ValueError("GaussianEnergy: give precision or covariance, not both")
-        if covariance is not None:
-            precision = np.linalg.inv(np.asarray(covariance, dtype=np.float64))
-        p = np.eye(d) if precision is None else np.asarray(precision, dtype=np.float64)
-        if p.shape != (d, d):
-            raise ValueError(f"GaussianEnergy(precision=...): expected shape ({d}, {d}), got {p.shape}")
+            raise ValueError("precision, covariance: give one of them, not both")
+        name = "precision" if covariance is None else "covariance"
+        given = precision if covariance is None else covariance
+        if given is None:
+            p = np.eye(d)
+        else:
+            m = np.asarray(check_array(_floats(given, name), name, shape=(d, d)), dtype=np.float64)
+            if not np.allclose(m, m.T, rtol=1e-5, atol=1e-8):
+                raise ValueError(f"{name}: expected a symmetric matrix")
+            try:
+                np.linalg.cholesky(m)
+            except np.linalg.LinAlgError as e:
+                raise ValueError(f"{name}: expected a symmetric positive definite matrix") from e
+            p = np.linalg.inv(m) if covariance is not None else m
         try:
             chol = np.linalg.cholesky(0.5 * (p + p.T))
         except np.linalg.LinAlgError as e:
-            raise ValueError("GaussianEnergy(precision=...): must be symmetric positive definite") from e
-        self.mean = jnp.asarray(mean, jnp.float32)
-        self.tril = jnp.asarray(np.tril(chol, -1), jnp.float32)
-        self.log_diag = jnp.asarray(np.log(np.diag(chol)), jnp.float32)
+            raise ValueError(f"{name}: expected a symmetric positive definite matrix") from e
+        self.mean = jnp.asarray(mean, dtype)
+        self.tril = jnp.asarray(np.tril(chol, -1), dtype)
+        self.log_diag = jnp.asarray(np.log(np.diag(chol)), dtype)
 
     def constructor_kwargs(self) -> dict:
         """The arguments that rebuild this module's structure (``declebm.save``/``load``)."""

@@ -8,12 +8,18 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from declebm._checks import check_callable, check_key, check_number
 
-def check_mlp_sizes(owner: str, in_size: int, width: int, depth: int) -> None:
-    """Positive integer sizes (``depth`` may be 0: a linear energy)."""
+
+def check_mlp_sizes(owner: str, in_size: int, width: int, depth: int, activation=None, key=None) -> None:
+    """Positive integer sizes (``depth`` may be 0: a linear energy), a callable
+    activation and a PRNG key, checked with ``declebm``'s shared helpers."""
     for name, v in (("in_size", in_size), ("width", width), ("depth", depth)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "depth" else 1):
-            raise ValueError(f"{owner}({name}=...): expected a positive integer, got {v!r}")
+        check_number(v, name, integer=True, low=0 if name == "depth" else 1)
+    if activation is not None:
+        check_callable(activation, "activation", "a function such as jax.nn.silu")
+    if key is not None:
+        check_key(key)
 
 
 class MLPEnergy(eqx.Module):
@@ -40,7 +46,7 @@ class MLPEnergy(eqx.Module):
         *,
         key: PRNGKeyArray,
     ):
-        check_mlp_sizes("MLPEnergy", in_size, width, depth)
+        check_mlp_sizes("MLPEnergy", in_size, width, depth, activation, key)
         self.in_size = in_size
         self.mlp = eqx.nn.MLP(in_size, "scalar", width, depth, activation=activation, key=key)
 

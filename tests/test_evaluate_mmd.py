@@ -55,9 +55,9 @@ def test_median_heuristic_and_mixture_kernel():
     (a, b), = _pairs([0.5, 0.0], [3])
     mix = mmd(a, b, bandwidth=[0.5, 2.0])
     np.testing.assert_allclose(mix, 0.5 * (mmd(a, b, bandwidth=0.5) + mmd(a, b, bandwidth=2.0)), rtol=1e-5)
-    # Jit-friendly, including the default bandwidth; examples of any shape are flattened.
+    # Jit-friendly, including the default bandwidth; examples of any (common) shape are flattened.
     np.testing.assert_allclose(jax.jit(mmd)(a, b), mmd(a, b), rtol=1e-5)
-    np.testing.assert_allclose(mmd(a.reshape(-1, 2, 1), b.reshape(-1, 1, 2)), mmd(a, b), rtol=1e-6)
+    np.testing.assert_allclose(mmd(a.reshape(-1, 2, 1), b.reshape(-1, 2, 1)), mmd(a, b), rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -68,8 +68,22 @@ def test_median_heuristic_and_mixture_kernel():
         ((np.zeros((10, 2), np.int32), np.zeros((10, 2))), {}, "x"),
         ((np.zeros((10, 2)), np.zeros((10, 2))), {"bandwidth": 0.0}, "bandwidth"),
         ((np.zeros((10, 2)), np.zeros((10, 2))), {"bandwidth": [1.0, -1.0]}, "bandwidth"),
+        # examples of different shapes, even of the same size, are different things
+        ((np.zeros((10, 2)), np.zeros((10, 1, 2))), {}, "y"),
+        ((np.full((10, 2), np.nan), np.zeros((10, 2))), {}, "x"),
+        ((np.zeros((6, 0)), np.zeros((6, 0))), {}, "x"),
+        ((np.zeros((10, 2)), np.zeros((10, 2))), {"bandwidth": "1"}, "bandwidth"),
     ],
 )
 def test_bad_input(args, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         mmd(*args, **kwargs)
+
+
+def test_constant_samples_give_a_number():
+    # Constant samples made the median heuristic 0 and the MMD NaN; the same constant is
+    # MMD 0 exactly, two different constants a positive MMD.
+    same = mmd(np.ones((10, 2), np.float32), np.ones((12, 2), np.float32))
+    assert float(same) == pytest.approx(0.0, abs=1e-6)
+    apart = mmd(np.zeros((10, 2), np.float32), np.ones((12, 2), np.float32))
+    assert np.isfinite(float(apart)) and float(apart) > 0.1

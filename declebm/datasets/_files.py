@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_examples, check_key
+from .._checks import _describe, check_examples, check_flag, check_key, check_number
 
 
 def digits(*, key: PRNGKeyArray, test_fraction: float = 0.2, flatten: bool = True
@@ -20,43 +21,64 @@ def digits(*, key: PRNGKeyArray, test_fraction: float = 0.2, flatten: bool = Tru
     (or ``(n, 8, 8)`` with ``flatten=False``). Needs scikit-learn (``pip install scikit-learn``).
     """
     check_key(key)
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
+    test_fraction = check_number(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+    check_flag(flatten, "flatten")
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("datasets.digits needs scikit-learn: pip install scikit-learn") from e
     images = jnp.asarray(load_digits().images, jnp.float32)  # integers 0..16
+    n_test = int(round(images.shape[0] * test_fraction))
+    if not 1 <= n_test <= images.shape[0] - 1:
+        raise ValueError(
+            f"test_fraction: {test_fraction!r} of {images.shape[0]} images leaves {images.shape[0] - n_test} for "
+            f"training and {n_test} for testing; both need at least one"
+        )
     k_perm, k_noise = jax.random.split(key)
     x = (images + jax.random.uniform(k_noise, images.shape)) / 17.0
     x = x[jax.random.permutation(k_perm, x.shape[0])]
     if flatten:
         x = x.reshape(x.shape[0], -1)
-    n_test = int(round(x.shape[0] * float(test_fraction)))
     return x[n_test:], x[:n_test]
 
 
 def load(path: str | os.PathLike, *, name: str | None = None) -> Float[Array, "n ..."]:
     """Examples from a local ``.npy`` or ``.npz`` file (e.g. MNIST saved by the user), as a
-    float32 array ``(num_examples, *event_shape)``. For ``.npz`` give the array's ``name``
+    floating array ``(num_examples, *event_shape)``: integers become float32, floating
+    arrays keep their dtype (float64 only under ``jax_enable_x64``). A file that is not a
+    NumPy array file gives a ``ValueError`` naming ``path``. For ``.npz`` give the array's ``name``
     unless the file holds exactly one."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path (str or os.PathLike), got {_describe(path)}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name: expected the name of an array in the .npz file (a str), got {_describe(name)}")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: no such file {path!r}")
-    if path.endswith(".npy"):
-        arr = np.load(path, allow_pickle=False)
-    elif path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as f:
-            keys = list(f.keys())
-            if name is None:
-                if len(keys) != 1:
-                    raise ValueError(f"name: {path!r} holds arrays {keys}; say which one with name=")
-                name = keys[0]
-            if name not in keys:
-                raise ValueError(f"name: {path!r} has no array {name!r}; it holds {keys}")
-            arr = f[name]
-    else:
+    if not path.endswith((".npy", ".npz")):
         raise ValueError(f"path: expected a .npy or .npz file, got {path!r}")
+    try:
+        if path.endswith(".npy"):
+            arr = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as f:
+                keys = list(f.keys())
+                if name is None:
+                    if len(keys) != 1:
+                        raise ValueError(f"name: {path!r} holds arrays {keys}; say which one with name=")
+                    name = keys[0]
+                if name not in keys:
+                    raise ValueError(f"name: {path!r} has no array {name!r}; it holds {keys}")
+                arr = f[name]
+    except ValueError as e:
+        if str(e).startswith("name:"):
+            raise
+        raise ValueError(
+            f"path: {path!r} is not a readable NumPy {os.path.splitext(path)[1]} file of numbers "
+            f"(numpy says: {e}); save arrays with numpy.save / numpy.savez"
+        ) from e
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"path: {path!r} is not a readable NumPy {os.path.splitext(path)[1]} file ({type(e).__name__}: {e})") from e
     if np.issubdtype(arr.dtype, np.integer):
         arr = arr.astype(np.float32)
     return check_examples(arr, f"array in {os.path.basename(path)}", None)

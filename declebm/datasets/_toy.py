@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_key, check_positive
+from .._checks import _describe, check_array, check_key, check_positive
 
 _SQRT2 = 1.414  # the constant the LSD / particle-dynamics code divides 8gaussians by
 
@@ -118,6 +118,8 @@ TOY_NAMES: tuple[str, ...] = tuple(_SAMPLERS)
 
 
 def _check_name(name: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected the name of a toy dataset (a str), got {_describe(name)}")
     if name not in _SAMPLERS:
         raise ValueError(f"name: unknown toy dataset {name!r}; choose one of {', '.join(TOY_NAMES)}")
 
@@ -145,11 +147,18 @@ def has_log_prob(name: str) -> bool:
 def toy_log_prob(name: str, x: Float[Array, "*batch 2"]) -> Float[Array, "*batch"]:
     """Exact log density of a toy distribution (``8gaussians``, ``checkerboard``).
 
-    Raises ``ValueError`` for toys whose density has no closed form.
+    ``x`` has shape ``(..., 2)``; points at infinity have log density ``-inf``, NaN is
+    refused. Raises ``ValueError`` for toys whose density has no closed form.
     """
     _check_name(name)
     if name not in _LOG_PROBS:
         raise ValueError(
             f"name: {name!r} has no closed-form density; exact log densities exist for {', '.join(_LOG_PROBS)}"
         )
-    return _LOG_PROBS[name](jnp.asarray(x, jnp.float32))
+    if not isinstance(x, jax.core.Tracer):
+        x = check_array(x, "x", finite=False)
+        if x.ndim < 1 or x.shape[-1] != 2:
+            raise ValueError(f"x: expected 2-D points, shape (..., 2), got shape {tuple(x.shape)}")
+        if bool(jnp.any(jnp.isnan(x))):
+            raise ValueError(f"x: contains {int(jnp.sum(jnp.isnan(x)))} NaN values")
+    return _LOG_PROBS[name](x)

@@ -7,6 +7,7 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._checks import check_examples
 from ._mmd import sq_dists
 
 _EULER_GAMMA = 0.5772156649015329
@@ -28,6 +29,7 @@ def nearest_neighbour_entropy(x: Float[Array, "n *event"]) -> Float[Array, ""]:
     standard deviation is about ``2 / sqrt(n)`` (0.045 at n = 2000, over 40 seeds).
     Jit-friendly and differentiable.
     """
+    x = check_examples(x, "x", None, min_examples=2)  # skipped for traced x
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"x: the nearest-neighbour entropy needs at least 2 samples, got {n}")

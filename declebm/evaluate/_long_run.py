@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from .._checks import check_examples, check_key, check_positive
+from .._checks import check_examples, check_key, check_number, check_positive, strong_dtypes
 from .._ebm import EBM, check_energy
 from .._sample import draw_noise, fit_noise, initial_positions
 from .._sampler import AbstractSampler
@@ -240,7 +240,8 @@ def long_run(
     check_positive(num_chains, "num_chains", integer=True)
     if num_chains < 2:
         raise ValueError(f"num_chains: the MMD needs at least 2 chains, got {num_chains}")
-    check_positive(drift_factor, "drift_factor")
+    drift_factor = check_number(drift_factor, "drift_factor", low=1.0, low_open=True)
+    model = strong_dtypes(model)
     data = check_examples(data, "data", model.event_shape)
     if model.event_shape is None:
         model = model.with_event_shape(data.shape[1:])
@@ -248,7 +249,9 @@ def long_run(
     if reference.shape[0] < 2:
         raise ValueError("reference: the MMD needs at least 2 held-out examples")
     condition = _check_condition(condition, num_chains)
-    check_energy(model, model.event_shape, **{k: v[0] for k, v in condition.items()})
+    check_energy(model, model.event_shape, data.dtype, **{k: v[0] for k, v in condition.items()})
+    if bandwidth is not None:
+        mmd(reference[:2], reference[:2], bandwidth=bandwidth)  # checks bandwidth before the long run
 
     k_noise, k_data, k_run, k_null = jax.random.split(key, 4)
     n_data = data.shape[0]

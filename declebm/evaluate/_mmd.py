@@ -10,22 +10,30 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from .._checks import check_array, check_number
+
 # The median heuristic looks at no more than this many points of each sample, so its
 # cost stays bounded for large samples (the median of a subsample is a fine bandwidth).
 _MEDIAN_POINTS = 1000
 
 
-def _flat(x: Any, name: str) -> Array:
+def _check_samples(x: Any, name: str) -> Array:
+    """Samples ``(n, *example)``: floating point, finite, ``n >= 2``, examples with at
+    least one number (a 1-D array is ``n`` scalar samples)."""
     if isinstance(x, jax.core.Tracer):
-        arr = x
-    else:
-        arr = jnp.asarray(x)
-        if not jnp.issubdtype(arr.dtype, jnp.floating):
-            raise TypeError(f"{name}: expected a floating-point array of samples, got dtype {arr.dtype}")
-        if arr.ndim < 1:
-            raise ValueError(f"{name}: expected shape (num_samples, ...), got a scalar")
-        if arr.shape[0] < 2:
-            raise ValueError(f"{name}: the unbiased MMD needs at least 2 samples, got {arr.shape[0]}")
+        return x
+    arr = check_array(x, name)
+    if arr.ndim < 1:
+        raise ValueError(f"{name}: expected samples of shape (num_samples, ...), got a scalar")
+    if arr.shape[0] < 2:
+        raise ValueError(f"{name}: the unbiased MMD needs at least 2 samples, got {arr.shape[0]}")
+    if arr.size == 0:
+        raise ValueError(f"{name}: each sample must hold at least one number, got shape {tuple(arr.shape)}")
+    return arr
+
+
+def _flat(x: Any, name: str) -> Array:
+    arr = _check_samples(x, name)
     return arr.reshape(arr.shape[0], -1)
 
 
@@ -38,14 +46,21 @@ def sq_dists(a: Array, b: Array) -> Array:
 def median_bandwidth(x: Float[ArrayLike, "n ..."], y: Float[ArrayLike, "m ..."] | None = None) -> Float[Array, ""]:
     r"""The median heuristic: the median distance between distinct points of the pooled
     sample ``x`` (and ``y``), computed on at most 1000 points of each. Used as the
-    Gaussian kernel's ``h`` in ``k(a, b) = exp(-||a - b||^2 / (2 h^2))``."""
+    Gaussian kernel's ``h`` in ``k(a, b) = exp(-||a - b||^2 / (2 h^2))``.
+
+    When more than half the pairs coincide (e.g. constant samples) the median is 0, a
+    degenerate kernel; then the median of the non-zero distances is used, and 1 if all
+    points coincide (every bandwidth then gives the same MMD, 0)."""
     a = _flat(x, "x")[:_MEDIAN_POINTS]
     if y is not None:
         a = jnp.concatenate([a, _flat(y, "y")[:_MEDIAN_POINTS]])
     sq = sq_dists(a, a)
     n = a.shape[0]
     off = sq[~np.eye(n, dtype=bool)]
-    return jnp.sqrt(jnp.median(off))
+    median = jnp.median(off)
+    nonzero = jnp.nanmedian(jnp.where(off > 0, off, jnp.nan))
+    h2 = jnp.where(median > 0, median, jnp.where(jnp.any(off > 0), nonzero, 1.0))
+    return jnp.sqrt(h2)
 
 
 @jax.jit
@@ -95,19 +110,24 @@ def mmd(
 
     Jit-friendly: traced inputs skip the Python checks.
     """
-    xf, yf = _flat(x, "x"), _flat(y, "y")
-    if xf.shape[1] != yf.shape[1]:
-        raise ValueError(f"y: examples must have the same size as x's ({xf.shape[1]} numbers), got {yf.shape[1]}")
+    xs, ys = _check_samples(x, "x"), _check_samples(y, "y")
+    if tuple(xs.shape[1:]) != tuple(ys.shape[1:]):
+        raise ValueError(
+            f"y: each sample must have the shape of x's samples {tuple(xs.shape[1:])}, got {tuple(ys.shape[1:])}"
+        )
+    xf, yf = xs.reshape(xs.shape[0], -1), ys.reshape(ys.shape[0], -1)
     if bandwidth is None:
         h = median_bandwidth(xf, yf)[None]
     else:
-        if isinstance(bandwidth, numbers.Real) or (hasattr(bandwidth, "shape") and np.ndim(bandwidth) == 0):
-            h = jnp.asarray(bandwidth, jnp.float32)[None]
+        if isinstance(bandwidth, jax.core.Tracer):
+            h = jnp.reshape(bandwidth, -1)
+        elif isinstance(bandwidth, numbers.Real) or (hasattr(bandwidth, "shape") and np.ndim(bandwidth) == 0):
+            h = jnp.asarray(check_number(bandwidth, "bandwidth", low=0.0, low_open=True))[None]
+        elif isinstance(bandwidth, (list, tuple)):
+            if not bandwidth:
+                raise ValueError("bandwidth: expected at least one bandwidth, got an empty sequence")
+            h = jnp.asarray([check_number(b, f"bandwidth[{i}]", low=0.0, low_open=True) for i, b in enumerate(bandwidth)])
         else:
-            h = jnp.asarray(bandwidth, jnp.float32).reshape(-1)
-        if not isinstance(h, jax.core.Tracer):
-            hn = np.asarray(h)
-            if hn.size == 0 or not np.all(np.isfinite(hn)) or np.any(hn <= 0):
-                raise ValueError(f"bandwidth: expected positive finite bandwidth(s), got {bandwidth!r}")
+            h = check_array(bandwidth, "bandwidth", ndim=(1,), positive=True, min_size=1)
     dtype = jnp.result_type(xf.dtype, yf.dtype)
     return _mmd2(xf.astype(dtype), yf.astype(dtype), h.astype(dtype))

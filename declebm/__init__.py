@@ -6,6 +6,7 @@
 
 from . import datasets as datasets
 from . import evaluate as evaluate
+from ._base import GaussianBase as GaussianBase
 from ._ebm import EBM as EBM
 from ._fit import FitResult as FitResult
 from ._fit import TrainingDivergedError as TrainingDivergedError

@@ -49,20 +49,29 @@ PAPER = {"replay": (-3.88, -3.75), "pcd": (-3.41, -3.06), "alpha": (-3.24, -2.85
 TRUE_LOGLIK = -2.83
 
 
+# The paper's settings, and the tiny ones of --quick; an option given explicitly wins over both.
+PROTOCOL = dict(steps=10_000, batch_size=1000, num_particles=1000, width=300, init_steps=1000,
+                buffer_size=10_000, eval_every=100, num_test=10_000)
+QUICK = dict(steps=20, batch_size=64, num_particles=64, width=16, init_steps=5,
+             buffer_size=256, eval_every=10, num_test=256)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--seed", type=int, default=None, help="one seed (overrides --seeds)")
-    ap.add_argument("--steps", type=int, default=10_000, help="parameter updates per run")
-    ap.add_argument("--batch-size", type=int, default=1000)
-    ap.add_argument("--num-particles", type=int, default=1000, help="particles, chains per update")
-    ap.add_argument("--width", type=int, default=300, help="hidden units of the MLP (2 hidden layers)")
-    ap.add_argument("--init-steps", type=int, default=1000, help="Langevin steps before training (particles)")
-    ap.add_argument("--buffer-size", type=int, default=10_000)
-    ap.add_argument("--eval-every", type=int, default=100, help="iterations between log-likelihood evaluations")
-    ap.add_argument("--num-test", type=int, default=10_000, help="held-out examples for the log-likelihood")
+    ap.add_argument("--steps", type=int, help="parameter updates per run (10000)")
+    ap.add_argument("--batch-size", type=int, help="data batch (1000)")
+    ap.add_argument("--num-particles", type=int, help="particles, or chains per update (1000)")
+    ap.add_argument("--width", type=int, help="hidden units of the MLP, 2 hidden layers (300)")
+    ap.add_argument("--init-steps", type=int, help="Langevin steps before training, particle methods (1000)")
+    ap.add_argument("--buffer-size", type=int, help="replay buffer size (10000)")
+    ap.add_argument("--eval-every", type=int, help="iterations between log-likelihood evaluations (100)")
+    ap.add_argument("--num-test", type=int, help="held-out examples for the log-likelihood (10000)")
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--minutes-per-run", type=float, default=None,
+                    help="stop a run at the first evaluation after this many minutes (on a busy machine)")
     ap.add_argument("--reuse", action="store_true", help="reuse runs already saved in --out")
     ap.add_argument("--quick", action="store_true", help="tiny everything (smoke test)")
     ap.add_argument("--out", default="out/particle_dynamics")
@@ -106,6 +115,8 @@ def run_one(method: str, seed: int, args) -> dict:
         curve["step"].append(step)
         curve["loglik"].append(loglik(m))
         clock["since"] = time.perf_counter()
+        if args.minutes_per_run is not None and clock["since"] - t0 > 60 * args.minutes_per_run:
+            return True  # fit stops here; the run records how far it got
 
     t0 = time.perf_counter()
     result = eb.fit(model, data, strategy, num_steps=args.steps, batch_size=args.batch_size, key=k_fit,
@@ -116,7 +127,7 @@ def run_one(method: str, seed: int, args) -> dict:
         "method": method, "seed": seed, "steps": result.step, "curve": curve,
         "final_loglik": curve["loglik"][-1],
         "ms_per_iteration": 1000 * clock["train"] / timed if timed > 0 else float("nan"),
-        "wall_seconds": time.perf_counter() - t0,
+        "wall_seconds": time.perf_counter() - t0, "stopped_early": result.step < args.steps,
         "base_loc": np.asarray(result.model.base.loc).tolist(),
         "base_scale": np.asarray(result.model.base.scale).tolist(),
         "settings": {k: v for k, v in vars(args).items() if k not in ("methods", "seeds", "out")},
@@ -181,9 +192,9 @@ def plot_curves(runs: list[dict], path: str) -> None:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     seeds = [args.seed] if args.seed is not None else args.seeds
-    if args.quick:
-        args.steps, args.batch_size, args.num_particles, args.width = 20, 64, 64, 16
-        args.init_steps, args.buffer_size, args.eval_every, args.num_test = 5, 256, 10, 256
+    for name, value in (QUICK if args.quick else PROTOCOL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     os.makedirs(os.path.join(args.out, "runs"), exist_ok=True)
     print(f"{', '.join(args.methods)} for seeds {seeds}, {args.steps} iterations, on {jax.devices()[0].platform}",
           flush=True)
@@ -194,6 +205,7 @@ def main(argv=None):
             if args.reuse and os.path.exists(path):
                 with open(path) as f:
                     runs.append(json.load(f))
+                print(f"{method} seed {seed}: reused {path}", flush=True)
                 continue
             run = run_one(method, seed, args)
             with open(path, "w") as f:

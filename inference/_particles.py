@@ -59,8 +59,9 @@ class ParticleDynamics(AbstractStrategy):
     r"""Maximum likelihood with particles transported along the change of the density
     (Neklyudov, Jaini & Welling 2021, "Particle dynamics for learning EBMs").
 
-    - Loss: ``mean E(data) - mean E(particles)`` (particles carry no gradient), whose
-      gradient is the ML gradient when the particles are samples of the model.
+    - Loss: ``mean U(data) - mean U(particles)`` with ``U = -log p~ = E - log b`` (the
+      paper's energy includes its base; particles carry no gradient), whose gradient is
+      the ML gradient when the particles are samples of the model.
     - After each parameter update (``after_update``, called by ``fit``), the particles
       are transported by the ``variant``'s vector field (module docstring):
       ``"alpha"`` ``x += grad_x[U_old(x) - U_new(x)]``; ``"beta"``
@@ -88,8 +89,8 @@ class ParticleDynamics(AbstractStrategy):
         init_steps: Langevin steps from the base before training (paper 1000; 0 = none).
         init_step_size: their ``dt`` (paper 1e-2; 1e-4 in its alpha script).
 
-    Metrics: ``energy_data``, ``energy_particles`` (mean energies ``E``, the base term
-    excluded as in MCMC strategies' ``energy_samples``), ``transport_displacement`` and
+    Metrics: ``energy_data``, ``energy_particles`` (mean ``U = -log p~``, as the MCMC
+    strategies' ``energy_data``/``energy_samples``), ``transport_displacement`` and
     ``correction_displacement`` (mean length of the previous update's particle moves).
     """
 
@@ -132,8 +133,8 @@ class ParticleDynamics(AbstractStrategy):
 
     def loss(self, model, batch, state: ParticleState, key):
         particles = jax.lax.stop_gradient(state.particles)
-        e_data = model.energy_batch(batch)
-        e_particles = model.energy_batch(particles)
+        e_data = -model.log_prob_unnorm_batch(batch)  # U = E - log b: a learnable base is trained too
+        e_particles = -model.log_prob_unnorm_batch(particles)
         loss = jnp.mean(e_data) - jnp.mean(e_particles)
         metrics = {
             "energy_data": jnp.mean(e_data),

@@ -89,8 +89,8 @@ class ParticleDynamics(AbstractStrategy):
         init_steps: Langevin steps from the base before training (paper 1000; 0 = none).
         init_step_size: their ``dt`` (paper 1e-2; 1e-4 in its alpha script).
 
-    Metrics: ``energy_data``, ``energy_particles`` (mean ``U = -log p~``, as the MCMC
-    strategies' ``energy_data``/``energy_samples``), ``transport_displacement`` and
+    Metrics: ``energy_data``, ``energy_samples`` (mean ``U = -log p~`` of the data and of
+    the particles, named as for the MCMC strategies), ``transport_displacement`` and
     ``correction_displacement`` (mean length of the previous update's particle moves).
     """
 
@@ -138,7 +138,7 @@ class ParticleDynamics(AbstractStrategy):
         loss = jnp.mean(e_data) - jnp.mean(e_particles)
         metrics = {
             "energy_data": jnp.mean(e_data),
-            "energy_particles": jnp.mean(e_particles),
+            "energy_samples": jnp.mean(e_particles),
             "transport_displacement": state.transport_displacement,
             "correction_displacement": state.correction_displacement,
         }

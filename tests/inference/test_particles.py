@@ -142,7 +142,7 @@ def test_fit_compiles_once_and_learns_the_base(variant):
     result = eb.fit(model, data, strategy, num_steps=25, batch_size=32, chunk_size=10, key=jax.random.key(2),
                     optimizer=optax.adam(1e-2), progress=False)
     assert TRACES == {"loss": 1, "after_update": 1}
-    assert set(result.history) >= {"energy_data", "energy_particles", "transport_displacement",
+    assert set(result.history) >= {"energy_data", "energy_samples", "transport_displacement",
                                    "correction_displacement"}
     assert result.state.particles.shape == (64, 2)
     assert np.all(np.isfinite(result.history["loss"]))

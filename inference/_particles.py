@@ -13,10 +13,13 @@ Writing ``U_theta(x) = -log p~_theta(x)`` (the energy plus the base density's
     \beta:\quad x \leftarrow x - \nabla_x\bigl[\nabla_\theta U_{\theta_{new}}(x)\cdot(\theta_{new}-\theta_{old})\bigr]
 
 (beta is alpha's first-order expansion in ``theta``: the gradient in ``x`` of the
-directional derivative of ``U`` along the parameter step). For a change of the log
-density ``delta(x) = log p_new - log p_old``, moving samples by ``grad delta`` is one
-explicit step of the Wasserstein gradient flow of ``KL(q || p_new)`` restricted to the
-change, so samples of ``p_old`` become approximately samples of ``p_new``.
+directional derivative of ``U`` along the parameter step). Why it works: the
+Wasserstein gradient flow of ``KL(q || p_new)`` moves samples of ``q`` with velocity
+``grad log p_new - grad log q``; at ``q = p_old`` that is ``grad_x[log p_new - log p_old]``,
+alpha's move. So alpha is one unit-time Euler step of that flow from ``p_old``: exact
+for a shift of the density, first order otherwise (for a Gaussian whose scale changes
+by ``s`` it moves the samples' scale by about twice the change); the Langevin correction
+removes what is left.
 """
 
 from __future__ import annotations

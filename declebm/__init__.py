@@ -7,6 +7,7 @@
 from . import datasets as datasets
 from . import evaluate as evaluate
 from . import plot as plot  # matplotlib itself is imported by the first plot, not here
+from ._base import GaussianBase as GaussianBase
 from ._ebm import EBM as EBM
 from ._estimator import AbstractLogZEstimator as AbstractLogZEstimator
 from ._estimator import LogZEstimate as LogZEstimate

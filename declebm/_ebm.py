@@ -82,10 +82,11 @@ class EBM(eqx.Module):
     Arguments:
         energy: the energy network, ``x -> scalar``; extra inputs such as a noise
             level are keyword arguments, ``energy(x, t=t)``.
-        base: optional normalized base density with a ``log_prob`` method; it is not
-            trained by ``fit``.
-        log_z: initial estimate of ``log Z`` (learned by NCE, left alone otherwise), a
-            finite number.
+        base: optional normalized base density with a ``log_prob`` method. A
+            ``GaussianBase`` (any Equinox module) is trained by ``fit`` with the energy
+            (its mean and log-scale are parameters); any other base (a NumPyro
+            distribution) is held fixed.
+        log_z: initial estimate of ``log Z`` (learned by NCE, left alone otherwise).
         inverse_temperature: ``beta``, a finite number > 0 (use ``tempered``).
         event_shape: shape of one example. Taken from ``energy.event_shape`` when the
             module declares it, else set by ``fit`` from the data.
@@ -212,11 +213,12 @@ class EBM(eqx.Module):
 
 def trainable_filter(model: PyTree) -> PyTree:
     """Filter spec of the parameters ``fit`` trains: every inexact array of the model,
-    except the base density and the temperature (fixed by declaration)."""
+    except the temperature (fixed by declaration) and a base density that is not an
+    Equinox module (a NumPyro distribution is fixed; a ``GaussianBase`` is learned)."""
     spec = jax.tree.map(eqx.is_inexact_array, model)
     if isinstance(model, EBM):
         spec = eqx.tree_at(lambda m: m.inverse_temperature, spec, False)
-        if model.base is not None:
+        if model.base is not None and not isinstance(model.base, eqx.Module):
             spec = eqx.tree_at(
                 lambda m: m.base, spec, jax.tree.map(lambda _: False, spec.base)
             )

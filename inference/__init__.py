@@ -6,6 +6,8 @@ from ._maximum_likelihood import MCMCState as MCMCState
 from ._maximum_likelihood import PersistentCD as PersistentCD
 from ._maximum_likelihood import ReplayBufferML as ReplayBufferML
 from ._maximum_likelihood import ShortRunML as ShortRunML
+from ._particles import ParticleDynamics as ParticleDynamics
+from ._particles import ParticleState as ParticleState
 from ._samplers import HMC as HMC
 from ._samplers import MALA as MALA
 from ._samplers import NUTS as NUTS

@@ -76,7 +76,12 @@ stored as a traced 0-d array (as is ``reinit_prob``), so sweeping a weight reuse
 compiled program. ``steps``, ``num_chains``, ``kl_steps`` and ``buffer_size`` fix shapes
 and loop lengths and stay Python ints.
 
-Metrics: ``energy_data``, ``energy_samples``, ``acceptance_rate``; with ``kl_weight > 0``
+
+Here ``E`` is the model's whole potential ``-log p~ = E - log b``: with a base density
+``b`` the same (a fixed base adds nothing to the gradient; a learnable ``GaussianBase``
+is trained through it).
+
+Metrics: ``energy_data``, ``energy_samples`` (mean ``-log p~``), ``acceptance_rate``; with ``kl_weight > 0``
 also ``kl_energy`` (the mean frozen-parameter energy ``-log p~`` of the end points, the
 quantity whose gradient through the sampler is the KL term); with ``entropy_weight > 0``
 also ``entropy`` (the nearest-neighbour entropy estimate of the end points, nats).
@@ -262,8 +267,9 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
     def loss(self, model, batch, state, key):
         x_live, state, acceptance = self.negatives(model, batch, state, key)
         x_neg = jax.lax.stop_gradient(x_live)
-        e_pos = model.energy_batch(batch)
-        e_neg = model.energy_batch(x_neg)
+        # The potential -log p~ = E - log b: a learnable base (GaussianBase) gets its gradient.
+        e_pos = -model.log_prob_unnorm_batch(batch)
+        e_neg = -model.log_prob_unnorm_batch(x_neg)
         loss = jnp.mean(e_pos) - jnp.mean(e_neg)
         if is_on(self.energy_reg):
             loss = loss + self.energy_reg * (jnp.mean(e_pos**2) + jnp.mean(e_neg**2))

@@ -10,6 +10,7 @@ from ._maximum_likelihood import ContrastiveDivergence, PersistentCD, ReplayBuff
 from ._nce import NCE
 from ._recovery import DiffusionRecoveryLikelihood
 from ._recovery_schedule import ddpm_level_sigmas
+from ._particles import ParticleDynamics
 from ._samplers import MALA, Langevin
 from ._score_matching import DenoisingScoreMatching, ExactScoreMatching, SlicedScoreMatching
 
@@ -35,6 +36,7 @@ _DEFAULTS: dict[str, Callable[[], AbstractStrategy]] = {
     "recovery": lambda: DiffusionRecoveryLikelihood(
         schedule=(_RECOVERY_SIGMA0_2D,) + ddpm_level_sigmas()[1:], step_size_constant=_RECOVERY_B2_2D
     ),
+    "particles": lambda: ParticleDynamics("beta", num_particles=1000, correction_steps=10, correction_step_size=1e-2),
 }
 
 STRATEGY_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
@@ -43,7 +45,8 @@ STRATEGY_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
 def strategy_from_name(name: str) -> AbstractStrategy:
     """A default-configured strategy by its short name: ``cd``, ``pcd``, ``shortrun``,
     ``replay`` (MCMC maximum likelihood), ``esm``, ``dsm``, ``ssm`` (score matching),
-    ``nce`` (noise-contrastive estimation), ``recovery`` (diffusion recovery likelihood). The same vocabulary as every example's
+    ``nce`` (noise-contrastive estimation), ``recovery`` (diffusion recovery likelihood), ``particles`` (particle
+    dynamics). The same vocabulary as every example's
     ``--strategy``."""
     if not isinstance(name, str) or name not in _DEFAULTS:
         raise ValueError(f"name: unknown strategy {name!r}; choose one of {', '.join(_DEFAULTS)}")

@@ -1,6 +1,7 @@
 """Energy networks: Equinox modules mapping one example to a scalar energy."""
 
 from ._gaussian import GaussianEnergy as GaussianEnergy
+from ._mlp import LearnableSwish as LearnableSwish
 from ._mlp import MLPEnergy as MLPEnergy
 from ._conditional import NoiseConditionedMLPEnergy as NoiseConditionedMLPEnergy
 from ._conv import ConvEnergy as ConvEnergy

@@ -6,7 +6,26 @@ from typing import Callable
 
 import equinox as eqx
 import jax
-from jaxtyping import Array, Float, PRNGKeyArray
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+
+class LearnableSwish(eqx.Module):
+    r"""Swish with a learnable slope, ``f(x) = x * sigmoid(beta * x)`` (Ramachandran et
+    al. 2017), as used by Neklyudov et al. (2021) and Grathwohl et al.'s LSD code.
+
+    Used as an ``eqx.nn.MLP`` activation (``MLPEnergy(activation=LearnableSwish())``),
+    equinox copies the module to every hidden unit of every layer, so each unit learns
+    its own ``beta``, started at ``beta`` (default 1: SiLU).
+    """
+
+    beta: Float[Array, "..."]
+
+    def __init__(self, beta: ArrayLike = 1.0):
+        self.beta = jnp.asarray(beta, jnp.float32)
+
+    def __call__(self, x: Float[Array, "..."]) -> Float[Array, "..."]:
+        return x * jax.nn.sigmoid(self.beta * x)
 
 from declebm._checks import check_callable, check_key, check_number
 
@@ -30,7 +49,9 @@ class MLPEnergy(eqx.Module):
     Arguments:
         in_size: dimension of one example; also declares ``event_shape = (in_size,)``.
         width: hidden units per layer. depth: number of hidden layers.
-        activation: the nonlinearity (smooth ones keep Langevin and score matching well posed).
+        activation: the nonlinearity (smooth ones keep Langevin and score matching well
+            posed). A module with parameters, such as ``LearnableSwish()``, is copied to
+            every hidden unit and trained: a Swish with a learnable beta per unit.
         key: a ``jax.random.key`` for the initial weights.
     """
 
@@ -42,7 +63,7 @@ class MLPEnergy(eqx.Module):
         in_size: int,
         width: int = 128,
         depth: int = 2,
-        activation: Callable[[Array], Array] = jax.nn.silu,
+        activation: Callable[[Array], Array] | eqx.Module = jax.nn.silu,
         *,
         key: PRNGKeyArray,
     ):

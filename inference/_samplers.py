@@ -42,7 +42,12 @@ def _per_chain(scalar_converter, name):
 
     def convert(value):
         if value is not None and not isinstance(value, jax.core.Tracer) and np.ndim(value) == 1:
-            return check_array(value, name, ndim=(1,), min_size=1, positive=True)
+            arr = check_array(value, name, ndim=(1,), min_size=1)
+            low_ok = np.asarray(arr) >= 0 if name == "noise_scale" else np.asarray(arr) > 0
+            if not np.all(low_ok):
+                raise ValueError(f"{name}: expected every element {'>= 0' if name == 'noise_scale' else '> 0'}, "
+                                 f"got minimum {float(np.min(np.asarray(arr))):g}")
+            return arr
         return scalar_converter(value)
 
     return convert

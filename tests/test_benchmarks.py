@@ -14,6 +14,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 # Benchmarks have no --quick; each gets tiny settings here, and between its runs every option
 # it advertises is given. A new benchmark fails test_every_benchmark_has_a_smoke_run until added.
 BENCHMARKS = {
+    "bench_ais.py": [["--quick", "--seeds", "1", "--dims", "2"]],
     "bench_fit.py": [["--steps", "20", "--chunk", "10", "--repeats", "1"]],
     "bench_sliced_memory.py": [["--dims", "4", "--batch-size", "8", "--projections", "2", "--model", "gaussian",
                                 "--no-time", "--train-steps", "10"]],

@@ -185,7 +185,7 @@ CHANGES = {
     "data": (dict(data=np.full((64, 2), 1.001, np.float32)), "data"),
     "data size": (dict(data=np.ones((65, 2), np.float32)), "data"),
     "sampler": (dict(strategy=PersistentCD(MALA(0.05), steps=1)), "strategy.*MALA"),
-    "sampler step size": (dict(strategy=PersistentCD(Langevin(0.1), steps=1)), "strategy.*: strategy.sampler.step_size: 0.05 in the checkpoint, 0.1 now"),
+    "sampler step size": (dict(strategy=PersistentCD(Langevin(0.1), steps=1)), "strategy.*: strategy.sampler.step_size.*: 0.05.* in the checkpoint, 0.1.* now"),
     "sampler steps": (dict(strategy=PersistentCD(Langevin(0.05), steps=3)), "strategy.*: strategy.steps: 1 in the checkpoint, 3 now"),
     "num_chains": (dict(strategy=PersistentCD(Langevin(0.05), steps=1, num_chains=32)), "strategy.*: strategy.num_chains: null in the checkpoint, 32 now"),
     "batch_size": (dict(batch_size=32), "batch_size"),

@@ -26,7 +26,7 @@ import optax
 
 import declebm as eb
 from declebm.inference import STRATEGY_NAMES, strategy_from_name
-from declebm.models import MLPEnergy
+from declebm.models import MLPEnergy, NoiseConditionedMLPEnergy
 
 
 # Sizes of everything but training with --quick (an option given explicitly wins).
@@ -81,11 +81,15 @@ def run(args) -> list[dict]:
              "model": model0}]
     for name in args.strategies:
         strategy = strategy_from_name(name)
+        # A ladder of noise levels (recovery) needs an energy that takes the level (same initial
+        # weights, one more input); its density is the level-0 model.
+        ladder = hasattr(strategy, "level_model")
+        start = eb.EBM(NoiseConditionedMLPEnergy(2, 128, 2, key=k_model)) if ladder else model0
         print(f"== {name}: {strategy}", flush=True)
         t0 = time.perf_counter()
         note = ""
         try:
-            result = eb.fit(model0, data, strategy, optimizer=optax.adam(args.lr), num_steps=args.steps,
+            result = eb.fit(start, data, strategy, optimizer=optax.adam(args.lr), num_steps=args.steps,
                             batch_size=args.batch_size, key=k_fit, chunk_size=chunk)
             model, history = result.model, result.history
         except eb.TrainingDivergedError as err:
@@ -97,6 +101,8 @@ def run(args) -> list[dict]:
             continue
         total = time.perf_counter() - t0
         sps = seconds_per_step(history) if len(history.get("step", [])) else float("nan")
+        if ladder:
+            model = strategy.level_model(model)
         nll = float(eb.evaluate.grid_nll(model, test, resolution=args.resolution))
         rows.append({"strategy": name, "nll": nll, "ms_per_step": 1e3 * sps, "steps_per_s": 1.0 / sps,
                      "total_s": total, "note": note, "model": model})

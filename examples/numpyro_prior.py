@@ -16,12 +16,13 @@
    and sample ``p(x | y)`` with ``numpyro.infer.NUTS`` (several chains, vectorised).
 4. Check NUTS against the exact posterior on a grid (prior density times likelihood,
    normalised) and plot the prior, the observation and the posterior draws
-   (``OUT/numpyro_prior_<strategy>.png``).
+   (``OUT/numpyro_prior_<strategy>.png``); the numbers go to ``OUT/numpyro_prior_<strategy>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import jax
@@ -125,6 +126,11 @@ def main(argv=None) -> dict:
     r = run(args)
     print(f"log Z (grid) {r['log_z']:.3f}; observation y = {r['y']}, noise {args.noise:g}")
     print(f"posterior mean: NUTS {np.round(r['nuts_mean'], 3)}, exact (grid) {np.round(r['grid_mean'], 3)}")
+    numbers = dict(strategy=args.strategy, log_z=r["log_z"], observation=r["y"].tolist(), noise=args.noise,
+                   nuts_mean=r["nuts_mean"].tolist(), grid_mean=r["grid_mean"].tolist(),
+                   mean_error=float(np.linalg.norm(r["nuts_mean"] - r["grid_mean"])), settings=r["settings"])
+    with open(os.path.join(args.out, f"numpyro_prior_{args.strategy}.json"), "w") as f:
+        json.dump(numbers, f, indent=1)
     path = os.path.join(args.out, f"numpyro_prior_{args.strategy}.png")
     figure(r, args, path)
     print(f"wrote {path}")

@@ -32,7 +32,7 @@ from declebm import AbstractLogZEstimator, AbstractSampler, LogZEstimate
 from declebm._checks import check_examples, check_positive
 from declebm._estimator import summarise_log_weights
 
-from ._annealing import AnnealedTarget, check_kernel, draw_start, event_shape_of, start_density
+from ._annealing import AnnealedTarget, check_kernel, draw_start, prepare
 from ._samplers import MALA
 
 SCHEDULES = ("sigmoid", "geometric", "linear")
@@ -256,14 +256,7 @@ class AIS(AbstractLogZEstimator):
         **kwargs,
     ) -> LogZEstimate:
         """Run AIS (and reverse AIS if ``reverse``) on ``model``; see the class docstring."""
-        if kwargs:
-            raise TypeError(f"AIS.estimate: unexpected arguments {', '.join(kwargs)}")
-        if data is not None:
-            data = check_examples(data, "data", getattr(model, "event_shape", None))
-        event_shape = event_shape_of(model, data)
-        if model.event_shape is None:
-            model = model.with_event_shape(event_shape)
-        base = start_density(self.base, model, data, event_shape)
+        model, data, event_shape, base = prepare("AIS", model, data, self.base, kwargs)
         k_rev_start, k_run = jax.random.split(key)
         rev_x, rev_kind = self._reverse_start(model, data, exact_samples, event_shape, k_rev_start)
         betas_np = self.betas

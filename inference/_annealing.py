@@ -13,6 +13,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float
 
 from declebm import EBM, AbstractSampler
+from declebm._checks import check_examples
 from declebm._ebm import check_energy
 
 from ._nce import _fitted_gaussian
@@ -113,6 +114,22 @@ def event_shape_of(model: Any, data: Array | None) -> tuple[int, ...]:
         )
     check_energy(model, shape)
     return tuple(shape)
+
+
+def prepare(
+    owner: str, model: Any, data: Array | None, base: Any, extra: dict
+) -> tuple[EBM, Array | None, tuple[int, ...], Any]:
+    """What every estimator does first: refuse unknown keyword arguments, check ``data``,
+    settle the event shape (declaring it on the model if it had none) and pick the start
+    density (``start_density``). Returns ``(model, data, event_shape, base)``."""
+    if extra:
+        raise TypeError(f"{owner}.estimate: unexpected arguments {', '.join(extra)}")
+    if data is not None:
+        data = check_examples(data, "data", getattr(model, "event_shape", None))
+    event_shape = event_shape_of(model, data)
+    if model.event_shape is None:
+        model = model.with_event_shape(event_shape)
+    return model, data, event_shape, start_density(base, model, data, event_shape)
 
 
 def start_density(base: Any, model: EBM, data: Array | None, event_shape: tuple[int, ...]) -> Any:

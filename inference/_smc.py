@@ -22,10 +22,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractLogZEstimator, AbstractSampler, LogZEstimate
-from declebm._checks import check_examples, check_positive, check_probability
+from declebm._checks import check_positive, check_probability
 from declebm._estimator import summarise_log_weights
 
-from ._annealing import AnnealedTarget, check_kernel, draw_start, event_shape_of, start_density
+from ._annealing import AnnealedTarget, check_kernel, draw_start, prepare
 from ._samplers import MALA
 
 
@@ -123,14 +123,7 @@ class SMC(AbstractLogZEstimator):
         self, model: Any, key: PRNGKeyArray, *, data: Float[Array, "n *event"] | None = None, **kwargs
     ) -> LogZEstimate:
         """Run ``num_runs`` SMC runs on ``model``; see the class docstring."""
-        if kwargs:
-            raise TypeError(f"SMC.estimate: unexpected arguments {', '.join(kwargs)}")
-        if data is not None:
-            data = check_examples(data, "data", getattr(model, "event_shape", None))
-        event_shape = event_shape_of(model, data)
-        if model.event_shape is None:
-            model = model.with_event_shape(event_shape)
-        base = start_density(self.base, model, data, event_shape)
+        model, data, event_shape, base = prepare("SMC", model, data, self.base, kwargs)
         log_zs, log_w, num_steps, final_beta, betas, acceptance = _run_smc(
             AnnealedTarget(model, base), self.kernel, self.num_particles, event_shape, float(self.target_ess),
             self.num_mcmc_steps, self.max_num_steps, self.num_runs, key,

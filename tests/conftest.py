@@ -14,3 +14,45 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 # the installed package. PYTHONSAFEPATH (Python >= 3.11) leaves the cwd and the script's
 # folder off sys.path.
 os.environ["PYTHONSAFEPATH"] = "1"
+
+
+# ---- counting traces: one strategy wrapper for every "fit compiles once" test ----------
+import collections  # noqa: E402
+import types  # noqa: E402
+
+import pytest  # noqa: E402
+
+import declebm as eb  # noqa: E402
+
+_TRACES: collections.Counter = collections.Counter()
+
+
+class CountingStrategy(eb.AbstractStrategy):
+    """Forwards every method to ``inner`` and counts how often ``loss`` and
+    ``after_update`` are traced (Python runs them only while JAX traces)."""
+
+    inner: eb.AbstractStrategy
+
+    def init(self, model, data, key, *, batch_size=None):
+        return self.inner.init(model, data, key, batch_size=batch_size)
+
+    def init_model(self, model, data, key):
+        return self.inner.init_model(model, data, key)
+
+    def loss(self, model, batch, state, key):
+        _TRACES["loss"] += 1
+        return self.inner.loss(model, batch, state, key)
+
+    def after_update(self, old_model, new_model, state, key):
+        _TRACES["after_update"] += 1
+        return self.inner.after_update(old_model, new_model, state, key)
+
+    def per_chain(self, state):
+        return self.inner.per_chain(state)
+
+
+@pytest.fixture
+def trace_counts():
+    """``(wrap, counts)``: ``wrap(strategy)`` counts its traces into ``counts`` (reset here)."""
+    _TRACES.clear()
+    return types.SimpleNamespace(wrap=CountingStrategy, counts=_TRACES)

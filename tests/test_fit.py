@@ -9,22 +9,6 @@ import declebm as eb
 from declebm.inference import Langevin, PersistentCD
 from declebm.models import MLPEnergy
 
-TRACES = {"loss": 0}
-
-
-class CountingCD(eb.AbstractStrategy):
-    """Plain persistent-chain ML that counts how often its loss is traced."""
-
-    inner: PersistentCD
-
-    def init(self, model, data, key, *, batch_size=None):
-        return self.inner.init(model, data, key, batch_size=batch_size)
-
-    def loss(self, model, batch, state, key):
-        TRACES["loss"] += 1
-        return self.inner.loss(model, batch, state, key)
-
-
 class NaNAfter(eb.AbstractStrategy):
     """A quadratic loss that turns NaN at step `when` (counted in the state)."""
 
@@ -47,14 +31,13 @@ def _model():
     return eb.EBM(MLPEnergy(2, 16, 1, key=jax.random.key(0)))
 
 
-def test_fit_compiles_once_across_uneven_chunks():
-    TRACES["loss"] = 0
-    strategy = CountingCD(PersistentCD(Langevin(0.05), steps=2))
+def test_fit_compiles_once_across_uneven_chunks(trace_counts):
+    strategy = trace_counts.wrap(PersistentCD(Langevin(0.05), steps=2))
     # 250 steps in chunks of 100: three chunk calls, the last one partial. `fit` wraps its
     # chunk function in eqx.debug.assert_max_traces(max_traces=1), so a retrace would raise.
     result = eb.fit(_model(), _data(), strategy, num_steps=250, batch_size=32, chunk_size=100,
                     key=jax.random.key(1), progress=False)
-    assert TRACES["loss"] == 1
+    assert trace_counts.counts["loss"] == 1
     assert result.step == 250
     np.testing.assert_array_equal(result.history["step"], [100, 200, 250])
     assert set(result.history) >= {"loss", "energy_data", "energy_samples", "acceptance_rate", "step", "time"}

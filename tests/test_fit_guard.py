@@ -16,8 +16,6 @@ import declebm as eb
 from declebm.inference import MALA, Langevin, PersistentCD
 from declebm.models import MLPEnergy
 
-TRACES = {"loss": 0}
-
 
 def _data(n=512):
     return eb.datasets.toy("8gaussians", n, key=jax.random.key(0))
@@ -80,26 +78,14 @@ def test_a_changed_leaf_between_chunks_is_named():
     assert "\n" not in str(err.value)
 
 
-class Counting(eb.AbstractStrategy):
-    inner: PersistentCD
-
-    def init(self, model, data, key, *, batch_size=None):
-        return self.inner.init(model, data, key, batch_size=batch_size)
-
-    def loss(self, model, batch, state, key):
-        TRACES["loss"] += 1
-        return self.inner.loss(model, batch, state, key)
-
-
-def test_second_fit_reuses_the_compiled_step():
-    TRACES["loss"] = 0
+def test_second_fit_reuses_the_compiled_step(trace_counts):
     opt = optax.adam(1e-3)
     kw = dict(num_steps=20, batch_size=32, chunk_size=10, optimizer=opt, progress=False)
-    strategy = Counting(PersistentCD(Langevin(0.05), steps=2))
+    strategy = trace_counts.wrap(PersistentCD(Langevin(0.05), steps=2))
     eb.fit(eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0))), _data(), strategy, key=jax.random.key(1), **kw)
     # Other weights, other data of the same shape, another key: no new trace.
     eb.fit(eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(5))), _data() + 1.0, strategy, key=jax.random.key(2), **kw)
-    assert TRACES["loss"] == 1
+    assert trace_counts.counts["loss"] == 1
 
 
 def _counting_callback(seen):

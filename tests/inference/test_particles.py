@@ -112,36 +112,19 @@ def test_bad_input_names_the_argument(kwargs, name):
         ParticleDynamics(**kwargs)
 
 
-TRACES = {"loss": 0, "after_update": 0}
-
-
-class CountingParticles(eb.AbstractStrategy):
-    inner: ParticleDynamics
-
-    def init(self, model, data, key, *, batch_size=None):
-        return self.inner.init(model, data, key, batch_size=batch_size)
-
-    def loss(self, model, batch, state, key):
-        TRACES["loss"] += 1
-        return self.inner.loss(model, batch, state, key)
-
-    def after_update(self, old_model, new_model, state, key):
-        TRACES["after_update"] += 1
-        return self.inner.after_update(old_model, new_model, state, key)
 
 
 @pytest.mark.parametrize("variant", ["alpha", "beta"])
-def test_fit_compiles_once_and_learns_the_base(variant):
-    TRACES.update(loss=0, after_update=0)
+def test_fit_compiles_once_and_learns_the_base(variant, trace_counts):
     data = eb.datasets.toy("8gaussians", 512, key=jax.random.key(0))
     model = eb.EBM(MLPEnergy(2, 16, 1, activation=LearnableSwish(), key=jax.random.key(1)),
                    base=eb.GaussianBase(jnp.zeros(2), jnp.ones(2)))
-    strategy = CountingParticles(ParticleDynamics(variant, num_particles=64, correction_steps=2, init_steps=3))
+    strategy = trace_counts.wrap(ParticleDynamics(variant, num_particles=64, correction_steps=2, init_steps=3))
     # 25 steps in chunks of 10: three chunk calls, the last partial; fit's chunk function is
     # wrapped in eqx.debug.assert_max_traces(max_traces=1), so a retrace would raise.
     result = eb.fit(model, data, strategy, num_steps=25, batch_size=32, chunk_size=10, key=jax.random.key(2),
                     optimizer=optax.adam(1e-2), progress=False)
-    assert TRACES == {"loss": 1, "after_update": 1}
+    assert trace_counts.counts == {"loss": 1, "after_update": 1}
     assert set(result.history) >= {"energy_data", "energy_samples", "transport_displacement",
                                    "correction_displacement"}
     assert result.state.particles.shape == (64, 2)

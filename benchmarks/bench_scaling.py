@@ -105,7 +105,7 @@ def main(argv=None) -> str:
         return ""
     steps, repeats = (5, 1) if args.quick else (args.steps, args.repeats)
     base = dict(batch=args.chains, chains=args.chains, width=args.width, devices=1, steps=steps, repeats=repeats)
-    decade = [1, 2, 4] if args.quick else [1, 4, 10]
+    decade = [1, 2] if args.quick else [1, 4, 10]
     sections = []
 
     def sweep(vary, values, title, eff):

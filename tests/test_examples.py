@@ -30,6 +30,7 @@ import argparse
 import glob
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -127,6 +128,7 @@ def test_example_runs_for_every_strategy(path, tmp_path, tmp_path_factory):
     assert proc.returncode == 0, f"{os.path.basename(path)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
     # Every run left its numbers; the figures too where matplotlib is installed.
     have_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    check = RESULT_CHECKS.get(os.path.basename(path))
     for argv, out in runs:
         pngs = glob.glob(os.path.join(out, "**", "*.png"), recursive=True)
         assert pngs or not have_matplotlib, f"{os.path.basename(path)} {' '.join(argv)}: no .png in {out}"
@@ -135,4 +137,63 @@ def test_example_runs_for_every_strategy(path, tmp_path, tmp_path_factory):
                 result = json.load(f)
             skipped = result.get("skipped") if isinstance(result, dict) else None
             assert not skipped, f"{os.path.basename(path)} {' '.join(argv)}: skipped {skipped}"
+            if check is not None:
+                check(_flags(argv), result)
+
+
+def _flags(argv: list[str]) -> dict[str, list[str]]:
+    """``["--a", "1", "2", "--b"]`` -> ``{"--a": ["1", "2"], "--b": []}``."""
+    flags: dict[str, list[str]] = {}
+    for item in argv:
+        if item.startswith("--"):
+            current = flags.setdefault(item, [])
+        else:
+            current.append(item)
+    return flags
+
+
+# ---- what an example's numbers must say, beyond running (checked on every run's JSON) ----
+
+def _check_numpyro_prior(flags, r):
+    assert r["observation"] == [float(v) for v in flags.get("--obs", ["1.5", "1.5"])]
+    assert all(math.isfinite(v) for v in (r["log_z"], *r["nuts_mean"], *r["grid_mean"]))
+    # NUTS draws (>= 2 chains x 50 after --quick) of a posterior with sd <= noise = 1: the
+    # standard error of their mean is ~0.1 per axis even with autocorrelation, so NUTS
+    # agrees with the exact grid posterior mean within 0.5 (5 standard errors) unless the
+    # EBMDistribution / potential bridge is wrong.
+    assert max(abs(a - b) for a, b in zip(r["nuts_mean"], r["grid_mean"])) < 0.5, r
+
+
+def _check_digits(flags, r):
+    for k in ("log_likelihood", "lower", "upper", "gaussian"):
+        assert math.isfinite(r[k]), (k, r)
+    if "--lr" in flags:  # the run given every option explicitly: they reach the results
+        assert r["settings"]["steps"] == int(STEPS) and r["lr"] == float(flags["--lr"][0])
+        assert r["energy"] == flags["--energy"][0]
+    if r.get("strategy") == "dsm" or flags.get("--strategy") == ["dsm"]:
+        # 3 DSM updates from a zero last layer barely move the model off its Gaussian start
+        assert abs(r["log_likelihood"] - r["gaussian"]) < 5.0, r
+
+
+def _check_recovery_digits(flags, r):
+    assert r["energy"] == flags.get("--energy", [r["energy"]])[0]
+    assert math.isfinite(r["test_log_likelihood_nats"]), r
+
+
+def _check_toy2d(flags, r):
+    # every strategy, recovery included (scored by its level-0 model), gets a finite NLL
+    assert math.isfinite(r["test_nll"]), r
+
+
+RESULT_CHECKS = {
+    "numpyro_prior.py": _check_numpyro_prior,
+    "digits.py": _check_digits,
+    "recovery_digits.py": _check_recovery_digits,
+    "toy2d.py": _check_toy2d,
+}
+
+
+def test_result_checks_name_real_examples():
+    names = {os.path.basename(p) for p in EXAMPLES}
+    assert set(RESULT_CHECKS) <= names, set(RESULT_CHECKS) - names
 

@@ -76,7 +76,11 @@ def worker(cfg: dict) -> dict:
                 temp_mib=temp / 2**20, peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def run(cfg: dict) -> dict:
+def run(cfg: dict, in_process: bool = False) -> dict:
+    """``worker(cfg)`` in a fresh process (its own device count, its own peak RSS); with
+    ``in_process`` (``--quick``: a smoke test of the table, not a measurement) here."""
+    if in_process and cfg["devices"] == 1:
+        return worker(cfg)
     env = dict(os.environ)
     if cfg["devices"] > 1:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={cfg['devices']}").strip()
@@ -109,7 +113,7 @@ def main(argv=None) -> str:
     sections = []
 
     def sweep(vary, values, title, eff):
-        rows = [run(dict(base, **v)) for v in values]
+        rows = [run(dict(base, **v), in_process=args.quick) for v in values]
         sections.append(table(title, rows, vary, [None] + [eff(x, y) for x, y in zip(rows, rows[1:])]))
 
     def growth(key):  # time growth / work growth: 1.0 = cost linear in the work, below 1 = sublinear

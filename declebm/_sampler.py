@@ -19,10 +19,15 @@ class SamplerInfo(NamedTuple):
 
     acceptance_rate: Metropolis acceptance probability (1 for unadjusted samplers).
     is_divergent: whether the transition diverged (HMC/NUTS energy error).
+    mh_acceptance: for unadjusted samplers that report it (``Langevin``), the
+        Metropolis-Hastings acceptance probability the previous move *would* have had,
+        a measure of its discretisation bias (NaN where there is no previous move, at the
+        first step of a chain); ``None`` for the others.
     """
 
     acceptance_rate: Float[Array, "..."]
     is_divergent: Bool[Array, "..."]
+    mh_acceptance: Float[Array, "..."] | None = None
 
 
 class AbstractSampler(eqx.Module):
@@ -103,8 +108,9 @@ class AbstractSampler(eqx.Module):
             # float64 model, or noise drawn in JAX's default dtype) must not change the
             # type of the scan's carry.
             state = jax.tree.map(lambda a, b: a.astype(b.dtype) if eqx.is_array(b) else a, new, state)
+            mh = None if info.mh_acceptance is None else jnp.mean(info.mh_acceptance.astype(jnp.float32))
             return state, SamplerInfo(
-                jnp.mean(info.acceptance_rate.astype(jnp.float32)), jnp.mean(info.is_divergent.astype(jnp.float32))
+                jnp.mean(info.acceptance_rate.astype(jnp.float32)), jnp.mean(info.is_divergent.astype(jnp.float32)), mh
             )
 
         return jax.lax.scan(body, state, keys)

@@ -81,10 +81,50 @@ Here ``E`` is the model's whole potential ``-log p~ = E - log b``: with a base d
 ``b`` the same (a fixed base adds nothing to the gradient; a learnable ``GaussianBase``
 is trained through it).
 
+**Step size that adapts during training** (``adapt_step_size=True``, for ``MALA``,
+``HMC``, ``NUTS``; meant for persistent and replay-buffer chains, allowed for every
+start). After every parameter update the step size ``eps`` of the next update's chains
+is moved toward the target acceptance rate ``delta`` (``target_acceptance``, default
+the sampler's: MALA 0.574, HMC 0.651) by BlackJAX's dual averaging
+(``blackjax.adaptation.step_size.dual_averaging_adaptation``; Nesterov 2009, as
+adapted by Hoffman & Gelman 2014, section 3.2.1, eq. 6):
+
+.. math:: H_t = \delta - \alpha_t,\qquad
+          \bar H_t = \Bigl(1 - \frac{1}{t + t_0}\Bigr)\bar H_{t-1} + \frac{H_t}{t + t_0},\qquad
+          \log\epsilon_{t+1} = \mu - \frac{\sqrt{t}}{\gamma}\,\bar H_t
+
+with ``alpha_t`` the mean acceptance of all chains over the update's ``steps`` steps,
+``mu = log(10 eps_0)``, ``t0 = 10``, ``gamma = 0.05`` (Hoffman & Gelman's values). The
+chains always use the *current* iterate ``eps_{t+1}``, never Hoffman & Gelman's averaged
+iterate ``log eps_bar_{t+1} = t^-kappa log eps_{t+1} + (1 - t^-kappa) log eps_bar_t``:
+that average is for a *fixed* target after warm-up; its memory grows with ``t``, so after
+thousands of updates it would lag behind a model whose scale keeps changing. The current
+iterate answers every new error with a gain that decays only as ``t^{-1/2}``
+(``log eps_{t+1} - log eps_t ~ -(H_t - Hbar_{t-1}/2) / (gamma sqrt(t))``: 0.2 per unit
+of acceptance error after 10,000 updates), a Robbins-Monro step that tracks a slowly
+moving optimum without restarts, while the averaging in ``Hbar`` damps the noise of one
+update's acceptance estimate. The step is bounded above by the one where the sampler
+turns unstable on a Gaussian as wide as the data, ``4 s^2`` for MALA and ``2 s`` for the
+leapfrog of HMC/NUTS (``s`` the largest per-coordinate std of the data, the half-width of
+its box with ``noise="uniform"``): a freshly initialised network is nearly flat and
+accepts any step, and unbounded dual averaging then throws the chains far from the data
+(measured: a 2-32-32-1 MLP on ``8gaussians`` reached MALA steps of 27,000 within 30
+updates and its energies blew up). The bound is a projection without wind-up: at the
+bound ``Hbar_t`` is reset to ``gamma (mu - log eps_max) / sqrt(t)``, whose iterate is
+the bound, so the step leaves it as soon as the acceptance falls below the target.
+The state (``MCMCState.adaptation``) is carried by ``fit``,
+checkpointed with the chains and replicated over devices (the acceptance is the mean over
+all devices' chains, so every copy makes the same update); the metric ``step_size`` is
+the step the update's chains used.
+
 Metrics: ``energy_data``, ``energy_samples`` (mean ``-log p~``), ``acceptance_rate``; with ``kl_weight > 0``
 also ``kl_energy`` (the mean frozen-parameter energy ``-log p~`` of the end points, the
 quantity whose gradient through the sampler is the KL term); with ``entropy_weight > 0``
-also ``entropy`` (the nearest-neighbour entropy estimate of the end points, nats).
+also ``entropy`` (the nearest-neighbour entropy estimate of the end points, nats); with
+``adapt_step_size`` also ``step_size``; with the unadjusted ``Langevin`` and ``steps >= 2``
+also ``mh_acceptance``, the mean Metropolis-Hastings acceptance the ULA moves would have
+had (not applied): near 1 the Langevin step is small against the model's scale, low
+values mean a biased, too wide sampler (``Langevin``'s docstring).
 """
 
 from __future__ import annotations
@@ -93,19 +133,48 @@ from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from blackjax.adaptation.step_size import DualAveragingAdaptationState, dual_averaging_adaptation
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractSampler, AbstractStrategy
 import equinox as eqx
 
-from declebm._checks import check_choice, check_positive, hyperparameter, is_on, optional_term
+from declebm._checks import check_choice, check_flag, check_positive, hyperparameter, is_on, optional_term
 from declebm._ebm import stop_gradient
 from declebm._sample import draw_noise, fit_noise
 from declebm.evaluate import nearest_neighbour_entropy
 
+from ._samplers import MALA, _AbstractHamiltonian
+
 _STARTS = ("data", "persistent", "noise", "buffer")
 _NOISES = ("gaussian", "uniform")
 _reinit_prob = hyperparameter("reinit_prob", low=0.0, high=1.0)
+_target_acceptance = hyperparameter("target_acceptance", low=0.0, high=1.0, low_open=True, high_open=True)
+
+# Hoffman & Gelman (2014), section 3.2.1: t0 damps the first iterations, gamma sets the gain.
+_DA_T0, _DA_GAMMA = 10, 0.05
+
+
+def _optional_target(value):
+    return None if value is None else _target_acceptance(value)
+
+
+def _max_step_size(sampler: AbstractSampler, scale: Array) -> Array:
+    """The largest step the adaptation may reach: where the sampler turns unstable on a
+    Gaussian as wide as the data (``scale``: the start distribution's per-coordinate
+    scale, the data's std). Unadjusted Langevin on ``N(0, s^2)`` diverges for
+    ``eps > 4 s^2`` (``x' = (1 - eps / 2s^2) x + ...``), the leapfrog for ``eps > 2 s``
+    (per coordinate, ``s / sqrt(M^-1_ii)`` with a mass matrix). Other samplers: no bound."""
+    s = jnp.asarray(scale, jnp.float32).reshape(-1)
+    if isinstance(sampler, MALA):
+        return 4.0 * jnp.max(s) ** 2
+    if isinstance(sampler, _AbstractHamiltonian):
+        m = sampler.inverse_mass_matrix
+        if m is None:
+            return 2.0 * jnp.max(s)
+        diag = jnp.asarray(m if m.ndim == 1 else jnp.diagonal(m), jnp.float32)
+        return 2.0 * jnp.max(s / jnp.sqrt(diag))
+    return jnp.asarray(jnp.inf, jnp.float32)
 
 
 class MCMCState(NamedTuple):
@@ -116,11 +185,15 @@ class MCMCState(NamedTuple):
     noise_loc, noise_scale: the start distribution fitted to the data at ``init``:
         ``loc + scale * N(0, I)`` (``noise="gaussian"``) or ``loc + scale * U(-1, 1)``
         (``noise="uniform"``, the data's bounding box).
+    adaptation: with ``adapt_step_size=True``, BlackJAX's dual-averaging state of the
+        sampler's step size (``log_step_size`` is the one in use; 0-d arrays, replicated
+        over devices); ``None`` otherwise.
     """
 
     chains: Float[Array, "chains *event"]
     noise_loc: Float[Array, "*event"]
     noise_scale: Float[Array, "*event"]
+    adaptation: DualAveragingAdaptationState | None = None
 
 
 class _AbstractMaximumLikelihood(AbstractStrategy):
@@ -135,6 +208,8 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
     kl_weight: float | Float[Array, ""] = eqx.field(converter=optional_term("kl_weight"), default=0.0)
     kl_steps: int | None = 1
     entropy_weight: float | Float[Array, ""] = eqx.field(converter=optional_term("entropy_weight"), default=0.0)
+    adapt_step_size: bool = eqx.field(default=False, kw_only=True)
+    target_acceptance: Float[Array, ""] | None = eqx.field(converter=_optional_target, default=None, kw_only=True)
 
     def __check_init__(self):
         self._check()
@@ -181,6 +256,20 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
                     f"kl_steps: the KL gradient flows through the last kl_steps of the {self.steps} sampler "
                     f"steps, so it must be at most steps={self.steps}; got {self.kl_steps} (None means all)"
                 )
+        check_flag(self.adapt_step_size, "adapt_step_size")
+        if self.target_acceptance is not None and not self.adapt_step_size:
+            raise ValueError(
+                "target_acceptance: is the acceptance rate the step size adapts to, so it needs "
+                "adapt_step_size=True; got adapt_step_size=False"
+            )
+        if self.adapt_step_size:
+            if self.sampler.target_acceptance is None or not hasattr(self.sampler, "step_size"):
+                raise ValueError(
+                    f"adapt_step_size: adapts the step size to a Metropolis acceptance rate, but "
+                    f"{type(self.sampler).__name__} has no Metropolis step; use MALA or HMC, or adapt_step_size=False"
+                )
+            if getattr(self.sampler.step_size, "ndim", 0) != 0:
+                raise ValueError("adapt_step_size: needs one step size for all chains, got one per chain")
         if self.differentiates_sampler and not self.sampler.is_differentiable:
             which = "kl_weight" if is_on(self.kl_weight) else "entropy_weight"
             raise ValueError(
@@ -193,9 +282,58 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
     def _noise(self, state: MCMCState, n: int, key) -> Array:
         return draw_noise(state.noise_loc, state.noise_scale, self.noise, n, key)
 
+    @property
+    def adaptation_target(self):
+        """The acceptance rate the step size adapts to: ``target_acceptance``, or by default
+        the sampler's (MALA 0.574, HMC 0.651, NUTS 0.8)."""
+        if self.target_acceptance is not None:
+            return self.target_acceptance
+        return self.sampler.target_acceptance
+
+    def _dual_averaging(self):
+        return dual_averaging_adaptation(self.adaptation_target, t0=_DA_T0, gamma=_DA_GAMMA)
+
+    def _init_step_size(self) -> DualAveragingAdaptationState | None:
+        if not self.adapt_step_size:
+            return None
+        f32 = jnp.float32
+        log_eps = jnp.log(jnp.asarray(self.sampler.step_size, f32))
+        # BlackJAX's init, with every field an array of a fixed dtype (the scan's carry):
+        # mu = log(10 eps0), the point the iterates shrink toward (Hoffman & Gelman 2014).
+        return DualAveragingAdaptationState(
+            log_step_size=log_eps, log_step_size_avg=jnp.zeros((), f32), step=jnp.ones((), jnp.int32),
+            avg_error=jnp.zeros((), f32), mu=log_eps + jnp.log(jnp.asarray(10.0, f32)),
+        )
+
+    def current_sampler(self, state: MCMCState) -> AbstractSampler:
+        """The sampler with the step size in use: the adapted one with ``adapt_step_size``."""
+        if not self.adapt_step_size or state.adaptation is None:
+            return self.sampler
+        return eqx.tree_at(lambda s: s.step_size, self.sampler, jnp.exp(state.adaptation.log_step_size))
+
+    def _adapt(self, state: MCMCState, acceptance: Array) -> MCMCState:
+        """One dual-averaging update of the step size from this update's mean acceptance."""
+        if not self.adapt_step_size:
+            return state
+        _, update, _ = self._dual_averaging()
+        old = state.adaptation
+        acc = jnp.clip(jnp.nan_to_num(jax.lax.stop_gradient(acceptance), nan=0.0), 0.0, 1.0)
+        new = update(old, acc.astype(jnp.float32))
+        new = jax.tree.map(lambda a, b: jnp.asarray(a).astype(b.dtype), new, old)
+        # Projection onto log eps <= log eps_max without wind-up: reset the averaged error to
+        # the value whose iterate is the bound, log eps = mu - sqrt(t)/gamma * Hbar.
+        cap = jnp.log(_max_step_size(self.sampler, state.noise_scale))
+        t = old.step.astype(jnp.float32)
+        over = new.log_step_size > cap
+        new = new._replace(
+            log_step_size=jnp.where(over, cap, new.log_step_size).astype(jnp.float32),
+            avg_error=jnp.where(over, _DA_GAMMA * (new.mu - cap) / jnp.sqrt(t), new.avg_error).astype(jnp.float32),
+        )
+        return state._replace(adaptation=new)
+
     def init(self, model, data, key, *, batch_size=None) -> MCMCState:
         loc, scale = fit_noise(data, self.noise)
-        state = MCMCState(jnp.zeros((0,) + data.shape[1:], data.dtype), loc, scale)
+        state = MCMCState(jnp.zeros((0,) + data.shape[1:], data.dtype), loc, scale, self._init_step_size())
         if self.chain_start == "persistent":
             n = self.num_chains or batch_size or 256
             state = state._replace(chains=self._noise(state, n, key))
@@ -203,14 +341,15 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
             state = state._replace(chains=self._noise(state, self.buffer_size, key))
         return state
 
-    def _segment(self, model, x: Array, keys: Array) -> tuple[Array, Array]:
+    def _segment(self, sampler, model, x: Array, keys: Array) -> tuple[Array, Array, Array | None]:
         """``len(keys)`` sampler steps from ``x`` on ``model``; returns the end points and
-        the per-step mean acceptance rates."""
-        state, info = self.sampler.scan_steps(model, self.sampler.init(model, x), keys)
-        return state.position, info.acceptance_rate
+        the per-step mean acceptance rates and ``mh_acceptance`` (or ``None``)."""
+        state, info = sampler.scan_steps(model, sampler.init(model, x), keys)
+        return state.position, info.acceptance_rate, info.mh_acceptance
 
-    def _chain(self, model, x0: Array, key: PRNGKeyArray) -> tuple[Array, Array]:
-        """Run ``steps`` sampler steps from ``x0``. Returns ``(x_k, mean acceptance)``.
+    def _chain(self, model, x0: Array, key: PRNGKeyArray, sampler=None) -> tuple[Array, Array, Array | None]:
+        """Run ``steps`` sampler steps from ``x0``. Returns ``(x_k, mean acceptance, mean
+        mh_acceptance or None)``.
 
         Without a Du et al. term: ``sampler.run`` on a stop-gradient model, and ``x_k``
         carries no gradient. With one: the same steps with the same keys (those
@@ -218,20 +357,27 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
         on the frozen model and the last ``kl_steps`` on the live one, so ``x_k`` has
         the same value and a gradient to theta through those last steps only.
         """
+        sampler = self.sampler if sampler is None else sampler
         frozen = stop_gradient(model)
-        if not self.differentiates_sampler:
-            x, info = self.sampler.run(frozen, x0, self.steps, key)
-            return jax.lax.stop_gradient(x), jnp.mean(info.acceptance_rate)
         keys = jax.random.split(key, self.steps)
+        if not self.differentiates_sampler:
+            x, acc, mh = self._segment(sampler, frozen, x0, keys)
+            mh = None if mh is None or self.steps < 2 else jnp.nanmean(mh)
+            return jax.lax.stop_gradient(x), jnp.mean(acc), mh
         n_frozen = self.steps - self.num_live_steps
-        x, acceptance = jax.lax.stop_gradient(x0), []
+        x, acceptance, mhs = jax.lax.stop_gradient(x0), [], []
         if n_frozen > 0:
-            x, acc = self._segment(frozen, x, keys[:n_frozen])
+            x, acc, mh = self._segment(sampler, frozen, x, keys[:n_frozen])
             x = jax.lax.stop_gradient(x)
             acceptance.append(acc)
-        x, acc = self._segment(model, x, keys[n_frozen:])
+            mhs.append(mh)
+        x, acc, mh = self._segment(sampler, model, x, keys[n_frozen:])
         acceptance.append(acc)
-        return x, jnp.mean(jnp.concatenate(acceptance))
+        mhs.append(mh)
+        # A segment's first step reports no move (NaN): with no segment of 2 steps, no ratio.
+        measured = mh is not None and max(n_frozen, self.num_live_steps) >= 2
+        mh = jnp.nanmean(jnp.concatenate(mhs)) if measured else None
+        return x, jnp.mean(jnp.concatenate(acceptance)), mh
 
     def negatives(self, model, batch, state: MCMCState, key) -> tuple[Array, MCMCState, Array]:
         """Draw the negative samples ``x-`` and the updated state. Returns
@@ -240,8 +386,13 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
         ``x-`` carries no gradient to the model unless a Du et al. term is on
         (``kl_weight`` or ``entropy_weight`` > 0); then its gradient flows through the
         last ``kl_steps`` sampler steps. The state (persistent chains, buffer) always
-        stores stop-gradient positions.
+        stores stop-gradient positions; with ``adapt_step_size`` the chains run with the
+        adapted step size and the state holds its update.
         """
+        x, state, acceptance, _ = self._negatives(model, batch, state, key)
+        return x, state, acceptance
+
+    def _negatives(self, model, batch, state: MCMCState, key):
         n = self.num_chains or batch.shape[0]
         k_start, k_reinit, k_run = jax.random.split(key, 3)
         start = self.chain_start
@@ -256,16 +407,18 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
             fresh = jax.random.bernoulli(k_reinit, self.reinit_prob, (n,))
             fresh = fresh.reshape((n,) + (1,) * (batch.ndim - 1))
             x0 = jnp.where(fresh, self._noise(state, n, k_reinit), state.chains[idx])
-        x, acceptance = self._chain(model, x0, k_run)
+        x, acceptance, mh = self._chain(model, x0, k_run, self.current_sampler(state))
         x_sg = jax.lax.stop_gradient(x)
         if start == "persistent":
             state = state._replace(chains=x_sg)
         elif start == "buffer":
             state = state._replace(chains=state.chains.at[idx].set(x_sg))
-        return x, state, acceptance
+        state = self._adapt(state, acceptance)
+        return x, state, acceptance, mh
 
     def loss(self, model, batch, state, key):
-        x_live, state, acceptance = self.negatives(model, batch, state, key)
+        step_size = None if state.adaptation is None else jnp.exp(state.adaptation.log_step_size)
+        x_live, state, acceptance, mh = self._negatives(model, batch, state, key)
         x_neg = jax.lax.stop_gradient(x_live)
         # The potential -log p~ = E - log b: a learnable base (GaussianBase) gets its gradient.
         e_pos = -model.log_prob_unnorm_batch(batch)
@@ -278,6 +431,10 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
             "energy_samples": jnp.mean(e_neg),
             "acceptance_rate": acceptance,
         }
+        if step_size is not None:
+            metrics["step_size"] = step_size
+        if mh is not None:
+            metrics["mh_acceptance"] = mh
         if is_on(self.kl_weight):
             # -log p~ with frozen parameters: the gradient reaches theta only through x_live.
             kl_energy = -jnp.mean(stop_gradient(model).log_prob_unnorm_batch(x_live))
@@ -297,7 +454,13 @@ _DU_ARGS = r"""
         kl_steps: how many final sampler steps the KL and entropy gradients flow through
             (Du et al. use 1, the default); ``None`` for all ``steps``.
         entropy_weight: weight of the nearest-neighbour entropy bonus ``- H^(x_k)``
-            (Du et al. 2020; 0: off). Same sampler requirement."""
+            (Du et al. 2020; 0: off). Same sampler requirement.
+        adapt_step_size: keyword only. ``True`` adapts the sampler's step size during
+            training to ``target_acceptance`` by dual averaging, once per update from the
+            mean acceptance of its chains (module docstring); the sampler's ``step_size``
+            is the starting value. Needs a Metropolis sampler (MALA, HMC, NUTS).
+        target_acceptance: keyword only, in (0, 1); default the sampler's own target
+            (MALA 0.574, HMC 0.651, NUTS 0.8). Only with ``adapt_step_size=True``."""
 
 
 class MaximumLikelihood(_AbstractMaximumLikelihood):
@@ -343,11 +506,14 @@ class MaximumLikelihood(_AbstractMaximumLikelihood):
         kl_weight: float = 0.0,
         kl_steps: int | None = 1,
         entropy_weight: float = 0.0,
+        adapt_step_size: bool = False,
+        target_acceptance: float | None = None,
     ):
         self.sampler, self.steps, self.init_from = sampler, steps, init
         self.num_chains, self.energy_reg, self.noise = num_chains, energy_reg, noise
         self.buffer_size, self.reinit_prob = buffer_size, reinit_prob
         self.kl_weight, self.kl_steps, self.entropy_weight = kl_weight, kl_steps, entropy_weight
+        self.adapt_step_size, self.target_acceptance = adapt_step_size, target_acceptance
 
     @property
     def chain_start(self) -> str:

@@ -75,15 +75,25 @@ def _inverse_mass_matrix(value):
     return m
 
 
-def _info(acceptance_rate, is_divergent=False) -> SamplerInfo:
-    return SamplerInfo(jnp.asarray(acceptance_rate, jnp.float32), jnp.asarray(is_divergent, bool))
+def _info(acceptance_rate, is_divergent=False, mh_acceptance=None) -> SamplerInfo:
+    mh = None if mh_acceptance is None else jnp.asarray(mh_acceptance, jnp.float32)
+    return SamplerInfo(jnp.asarray(acceptance_rate, jnp.float32), jnp.asarray(is_divergent, bool), mh)
 
 
 class LangevinState(NamedTuple):
-    """Unadjusted Langevin keeps only the position: nothing goes stale when the
-    model's parameters change between steps."""
+    """Unadjusted Langevin moves from the position alone: nothing the move uses goes stale
+    when the model's parameters change between steps.
+
+    position: the chain's position ``x_t``.
+    previous_position: ``x_{t-1}`` (the position itself before the first move).
+    previous_log_ratio: ``-log p~(x_{t-1}) / T - log q(x_t | x_{t-1})``, the half of the
+        previous move's Metropolis-Hastings log ratio known when it was made (NaN before
+        the first move); only the ``mh_acceptance`` diagnostic reads these two.
+    """
 
     position: Array
+    previous_position: Array
+    previous_log_ratio: Array
 
 
 class Langevin(AbstractSampler):
@@ -105,6 +115,25 @@ class Langevin(AbstractSampler):
     value per chain, for ``step``/``run`` on that many chains: chains that target
     different densities (e.g. the noise levels of ``DiffusionRecoveryLikelihood``) each
     get their own step.
+
+    **Discretisation bias, ``SamplerInfo.mh_acceptance``.** Every move is accepted
+    (``acceptance_rate`` is 1), but the info also carries the probability MALA would have
+    accepted the same proposal with: the Metropolis-Hastings ratio of the move
+    ``x -> x'`` for the target ``p^{1/T}``, computed and *not* applied,
+
+    .. math:: \alpha = \min\Bigl(1, \frac{\tilde p(x')^{1/T}\, q(x \mid x')}{\tilde p(x)^{1/T}\, q(x' \mid x)}\Bigr),
+              \quad q(b \mid a) = N\bigl(b;\ a + \tfrac{\epsilon}{2}\nabla\log\tilde p(a),\ \sigma^2 I\bigr).
+
+    Near 1 the step is small against the scale on which the target's log density
+    changes and ULA is close to exact; a low value means the step is large against
+    the target's scale and ULA samples a biased, typically too wide, density (Roberts
+    & Tweedie 1996). It costs no extra gradient: the ratio of the move ``x_{t-1} -> x_t``
+    is completed at step ``t`` from ``log p~(x_t)`` and ``grad log p~(x_t)``, which that
+    step computes anyway; so step ``t`` reports the previous move, the first step of a
+    chain reports NaN, and the last move of a run is not measured. With
+    ``noise_scale=0`` (gradient descent) the reverse move has probability 0, so it is 0.
+    The MCMC training strategies report its mean over a run's steps as the metric
+    ``mh_acceptance`` (with ``steps >= 2``).
     """
 
     step_size: Float[Array, ""] | Float[Array, " chains"] = eqx.field(converter=_per_chain(_step_size, "step_size"))
@@ -123,33 +152,61 @@ class Langevin(AbstractSampler):
         return True
 
     def init_chain(self, logdensity_fn: Callable, x: Array) -> LangevinState:
-        return LangevinState(x)
+        return LangevinState(x, x, jnp.full((), jnp.nan, x.dtype))
 
     def step_chain(self, key: PRNGKeyArray, state: LangevinState, logdensity_fn: Callable):
-        grad = jax.grad(logdensity_fn)(state.position)
-        return LangevinState(self._move(key, state.position, grad)), _info(1.0)
+        log_p, grad = jax.value_and_grad(logdensity_fn)(state.position)
+        state, mh = self._transition(key, state, log_p, grad, batched=False)
+        return state, _info(1.0, False, mh)
 
-    def _move(self, key: PRNGKeyArray, x: Array, grad: Array) -> Array:
+    def _per_chain(self, v, x: Array, batched: bool) -> Array:
+        """A hyperparameter broadcast over ``x``: per-chain values (shape ``(num_chains,)``)
+        over the event axes of a batch of chains."""
+        v = jnp.asarray(v, x.dtype)
+        return v.reshape(v.shape + (1,) * (x.ndim - v.ndim)) if (v.ndim and batched) else v
+
+    def _move(self, key: PRNGKeyArray, x: Array, grad: Array, batched: bool = True) -> Array:
         """The Euler-Maruyama move, BlackJAX's ``x + h grad + sqrt(2 T h) z`` with h = eps/2.
         Per-chain step sizes (arrays of shape ``(num_chains,)``) broadcast over the event axes.
         Cast back: BlackJAX draws the noise in JAX's default float dtype (float64 under x64)."""
-
-        def per_chain(v):
-            v = jnp.asarray(v, x.dtype)
-            return v.reshape(v.shape + (1,) * (x.ndim - v.ndim)) if v.ndim else v
-
-        move = overdamped_langevin()(key, x, grad, per_chain(0.5 * self.step_size), per_chain(self.temperature))
+        h, t = self._per_chain(0.5 * self.step_size, x, batched), self._per_chain(self.temperature, x, batched)
+        move = overdamped_langevin()(key, x, grad, h, t)
         return move.astype(x.dtype)
+
+    def _transition(self, key, state: LangevinState, log_p, grad, *, batched: bool):
+        """The move from ``state.position`` given ``log p~`` and its gradient there, and the
+        Metropolis-Hastings acceptance the previous move would have had (see the class
+        docstring). ``batched``: leading axis of chains."""
+        x = state.position
+        axes = tuple(range(1 if batched else 0, x.ndim))
+        h = self._per_chain(0.5 * self.step_size, x, batched)
+        sigma2 = self.step_size if self.noise_scale is None else self.noise_scale**2
+        sigma2 = jnp.asarray(sigma2, jnp.float32)
+        beta = jnp.where(sigma2 > 0, jnp.asarray(self.step_size, jnp.float32) / jnp.where(sigma2 > 0, sigma2, 1.0), 0.0)
+        safe_sigma2 = jnp.where(sigma2 > 0, sigma2, 1.0)
+
+        def log_q(to, frm, grad_frm):  # log N(to; frm + h grad, sigma^2 I) up to its constant
+            d = jax.lax.stop_gradient(to - frm - h * grad_frm).astype(jnp.float32)
+            return -jnp.sum(d**2, axis=axes) / (2 * safe_sigma2)
+
+        lp = jax.lax.stop_gradient(log_p).astype(jnp.float32)
+        g = jax.lax.stop_gradient(grad)
+        log_ratio = beta * lp + log_q(state.previous_position, x, g) + state.previous_log_ratio.astype(jnp.float32)
+        mh = jnp.where(sigma2 > 0, jnp.exp(jnp.minimum(log_ratio, 0.0)), 0.0)
+        new = self._move(key, x, grad, batched)
+        pending = -beta * lp - log_q(new, x, g)
+        return LangevinState(new, x, pending.astype(state.previous_log_ratio.dtype)), mh
 
     def step(self, model, state: LangevinState, key: PRNGKeyArray, **kwargs):
         # All chains in one move: the noise is drawn for the whole batch from one key
         # instead of splitting a key per chain (the Euler step is the same as step_chain's).
         x = state.position
         mapped, fixed = split_mapped(kwargs, x.shape[:1])
-        grad = jax.vmap(lambda xi, kw: jax.grad(lambda y: model.log_prob_unnorm(y, **kw, **fixed))(xi))(x, mapped)
-        x = self._move(key, x, grad)
+        log_p, grad = jax.vmap(
+            lambda xi, kw: jax.value_and_grad(lambda y: model.log_prob_unnorm(y, **kw, **fixed))(xi))(x, mapped)
+        state, mh = self._transition(key, state, log_p, grad, batched=True)
         n = x.shape[0]
-        return LangevinState(x), _info(jnp.ones(n), jnp.zeros(n, bool))
+        return state, _info(jnp.ones(n), jnp.zeros(n, bool), mh)
 
 
 class MALA(AbstractSampler):

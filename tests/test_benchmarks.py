@@ -18,6 +18,8 @@ BENCHMARKS = {
     "bench_fit.py": [["--steps", "20", "--chunk", "10", "--repeats", "1"]],
     "bench_sliced_memory.py": [["--dims", "4", "--batch-size", "8", "--projections", "2", "--model", "gaussian",
                                 "--no-time", "--train-steps", "10"]],
+    "bench_pcd_defaults.py": [["--quick", "--steps", "4", "--eval-every", "2", "--seed", "1", "--out", "pcd",
+                               "--configs", "mala", "ula", "mala-adapt", "hmc-adapt", "default"]],
     "bench_scaling.py": [["--quick", "--steps", "5", "--repeats", "1", "--width", "8", "--chains", "8",
                           "--max-devices", "1", "--out", "scaling.md"]],
 }

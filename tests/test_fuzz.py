@@ -119,7 +119,9 @@ ENTRY_POINTS = {
     "ContrastiveDivergence": (inf.ContrastiveDivergence, dict(sampler=inf.Langevin(0.1)),
                               dict(sampler="other", steps="int", energy_reg="number", noise="other",
                                    kl_weight="number", kl_steps="int", entropy_weight="number", num_chains="int")),
-    "PersistentCD": (inf.PersistentCD, dict(sampler=inf.MALA(0.1)), dict(steps="int", num_chains="int", energy_reg="number")),
+    "PersistentCD": (inf.PersistentCD, dict(sampler=inf.MALA(0.1)), dict(steps="int", num_chains="int", energy_reg="number",
+                                                                             adapt_step_size="flag",
+                                                                             target_acceptance="number")),
     "ShortRunML": (inf.ShortRunML, dict(sampler=inf.Langevin(0.1)), dict(steps="int", kl_weight="number")),
     "ReplayBufferML": (inf.ReplayBufferML, dict(sampler=inf.Langevin(0.1)),
                        dict(buffer_size="int", reinit_prob="number", entropy_weight="number")),
@@ -169,7 +171,8 @@ _SLOW = {"sample": 12, "fit": 10, "evaluate.long_run": 8, "evaluate.grid_nll": 1
 
 # Arguments for which None is a valid value (the default).
 OPTIONAL = {"event_shape", "base", "noise_scale", "inverse_mass_matrix", "num_chains", "kl_steps", "noise", "precision",
-            "covariance", "y", "bandwidth", "init", "num_samples", "chunk_size", "optimizer", "name", "bounds"}
+            "covariance", "y", "bandwidth", "init", "num_samples", "chunk_size", "optimizer", "name", "bounds",
+            "target_acceptance"}
 
 
 def _names_argument(message: str, arg: str) -> bool:

@@ -158,7 +158,8 @@ def test_loss_adds_the_weighted_terms_and_metrics_and_zero_weights_change_nothin
     state = plain.init(model, data, jax.random.key(1))
     l0, (s0, m0) = eqx.filter_jit(plain.loss)(model, data, state, key)
     l1, (s1, m1) = eqx.filter_jit(both.loss)(model, data, state, key)
-    assert set(m0) == {"energy_data", "energy_samples", "acceptance_rate"}
+    # Langevin with steps >= 2 also reports the Metropolis ratio its moves would have had.
+    assert set(m0) == {"energy_data", "energy_samples", "acceptance_rate", "mh_acceptance"}
     assert set(m1) == set(m0) | {"kl_energy", "entropy"}
     # Same keys, same samples (the terms change gradients, never the chains).
     np.testing.assert_array_equal(s0.chains, s1.chains)

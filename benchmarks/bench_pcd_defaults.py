@@ -6,12 +6,12 @@ evaluations per chain and update. The exact grid NLL (300x300 on [-4, 4]^2) of a
 set is recorded every ``--eval-every`` updates; the true density's NLL on the same set is
 the floor. Configurations (``--configs``):
 
-- ``mala``: the ``"pcd"`` default, ``PersistentCD(MALA(step_size=0.2), steps=20)``;
+- ``mala``: the former ``"pcd"`` default, ``PersistentCD(MALA(step_size=0.2), steps=20)``;
 - ``ula``: the peers' protocol, unadjusted ``Langevin(step_size=0.02)``, 20 steps,
   ``energy_reg=0.001``; its ``mh_acceptance`` says how biased the ULA step is;
 - ``mala-adapt``: ``MALA`` from 0.2 with ``adapt_step_size=True``, target 0.57;
 - ``hmc-adapt``: ``HMC(num_integration_steps=5)`` from 0.1, 4 steps (the same 20
-  gradients per update), ``adapt_step_size=True``, HMC's target 0.651;
+  gradients per update), ``adapt_step_size=True``, HMC's target 0.651: the ``"pcd"`` default now;
 - ``default``: whatever ``strategy_from_name("pcd")`` is now.
 
 Measured (seeds 0, 1, 2; grid NLL at 2k -> 10k updates; true density 1.11, 1.11, 1.14):

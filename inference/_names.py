@@ -11,7 +11,7 @@ from ._nce import NCE
 from ._recovery import DiffusionRecoveryLikelihood
 from ._recovery_schedule import ddpm_level_sigmas
 from ._particles import ParticleDynamics
-from ._samplers import MALA, Langevin
+from ._samplers import HMC, MALA, Langevin
 from ._score_matching import DenoisingScoreMatching, ExactScoreMatching, SlicedScoreMatching
 
 # Recovery likelihood on 2-D toys: the code's ladder and b^2 = 2e-4 are for images in [-1, 1].
@@ -26,7 +26,7 @@ _RECOVERY_B2_2D = 0.1
 # Defaults tuned for 2-D toys with unit-scale data (the examples' setting).
 _DEFAULTS: dict[str, Callable[[], AbstractStrategy]] = {
     "cd": lambda: ContrastiveDivergence(Langevin(step_size=0.01), steps=10),
-    "pcd": lambda: PersistentCD(MALA(step_size=0.2), steps=20),
+    "pcd": lambda: PersistentCD(HMC(step_size=0.1, num_integration_steps=5), steps=4, adapt_step_size=True),
     "shortrun": lambda: ShortRunML(Langevin(step_size=0.05), steps=40),
     "replay": lambda: ReplayBufferML(Langevin(step_size=0.05), steps=20),
     "esm": lambda: ExactScoreMatching(),

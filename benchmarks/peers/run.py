@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--chunk", type=int, default=100, help="iterations per timed chunk")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (JAX uses every core)")
     ap.add_argument("--max-minutes", type=float, default=None,
-                    help="start no run after this many minutes; the rest are listed as not run")
+                    help="start no run after this many minutes (the rest are listed as not run); "
+                    "kill one still running 5 minutes later")
     return ap
 
 
@@ -98,29 +99,28 @@ def machine() -> dict:
 
 
 def plan(a, libs) -> list[dict]:
-    """Every run, in order: the protocol at --iterations for every seed (seed-major), then the
-    budgets, then the long runs; inside each (seed, method) one run per library, round robin."""
-    runs = []
+    """Every run, in order of priority (so that --max-minutes cuts the least important):
+    the protocol at --iterations for seed 0, the budgets, the other seeds, then the long
+    runs (seed 0). Inside each (seed, method) one run per library, round robin."""
     methods = [m for m in ALL_METHODS if m in a.methods]
-    for seed in range(a.seeds):
-        for m in methods:
-            for lib in libs:
-                if m in METHODS[lib]:
-                    runs.append(dict(library=lib, method=m, seed=seed, iterations=a.iterations, config="protocol"))
+
+    def protocol(seed, iterations, which):
+        return [dict(library=lib, method=m, seed=seed, iterations=iterations, config="protocol")
+                for m in which for lib in libs if m in METHODS[lib]]
+
+    runs = protocol(0, a.iterations, methods) if a.seeds else []
     for budget in a.budgets:
         for m in a.budget_methods:
-            for lib in libs:
-                if lib in ("declebm", "ebmkit", "torchebm"):
-                    runs.append(dict(library=lib, method=m, seed=0, budget=budget, config="recommended"))
+            runs += [dict(library=lib, method=m, seed=0, budget=budget, config="recommended")
+                     for lib in libs if lib in ("declebm", "ebmkit", "torchebm")]
+    for seed in range(1, a.seeds):
+        runs += protocol(seed, a.iterations, methods)
     if a.long_iterations:
-        for m in [m for m in ALL_METHODS if m in a.long_methods]:
-            for lib in libs:
-                if m in METHODS[lib]:
-                    runs.append(dict(library=lib, method=m, seed=0, iterations=a.long_iterations, config="protocol"))
+        runs += protocol(0, a.long_iterations, [m for m in ALL_METHODS if m in a.long_methods])
     return runs
 
 
-def run_one(a, spec: dict, data_path: str, workdir: str, index: int) -> dict:
+def run_one(a, spec: dict, data_path: str, workdir: str, index: int, timeout: float | None = None) -> dict:
     out = os.path.join(workdir, f"run{index:03d}_{spec['library']}_{spec['method']}_s{spec['seed']}.json")
     cmd = [sys.executable, os.path.join(HERE, "worker.py"), "--library", spec["library"], "--method", spec["method"],
            "--data", data_path, "--seed", str(spec["seed"]), "--config", spec["config"], "--chunk", str(a.chunk),
@@ -128,7 +128,12 @@ def run_one(a, spec: dict, data_path: str, workdir: str, index: int) -> dict:
     cmd += ["--budget", str(spec["budget"])] if spec.get("budget") else ["--iterations", str(spec["iterations"])]
     load0 = os.getloadavg()[0]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"KILLED {spec} after {timeout:.0f} s (--max-minutes)", flush=True)
+        return dict(spec, failed=True, error=f"killed after {timeout:.0f} s (--max-minutes + 5)",
+                    process_wall_s=time.perf_counter() - t)
     wall = time.perf_counter() - t
     if proc.returncode != 0 or not os.path.exists(out):
         print(f"FAILED {spec}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}", flush=True)
@@ -321,7 +326,7 @@ def main(argv=None):
     info = machine()
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     data_paths = {}
-    for seed in range(a.seeds):
+    for seed in range(max(a.seeds, 1)):  # seed 0's data serve the budgets and long runs too
         data_paths[seed] = os.path.join(workdir, f"data_seed{seed}.npz")
         np.savez(data_paths[seed], **common.make_data(seed))
     runs = plan(a, libs)
@@ -334,7 +339,8 @@ def main(argv=None):
         if a.max_minutes is not None and time.perf_counter() - t0 > 60 * a.max_minutes:
             not_run = runs[i:]
             break
-        rec = run_one(a, spec, data_paths[spec["seed"]], workdir, i)
+        timeout = None if a.max_minutes is None else 60 * (a.max_minutes + 5) - (time.perf_counter() - t0)
+        rec = run_one(a, spec, data_paths[spec["seed"]], workdir, i, timeout)
         records.append(rec)
         with open(jsonl, "a") as f:
             f.write(json.dumps(rec) + "\n")

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="start no run after this many minutes (the rest are listed as not run); "
                     "kill one still running 5 minutes later")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite OUT from WORKDIR's results.jsonl and meta.json (an earlier run's records); run nothing")
     return ap
 
 
@@ -322,9 +324,31 @@ def main(argv=None):
         a.budgets = [] if a.quick else [30.0, 120.0]
     workdir = a.workdir or os.path.join(os.path.dirname(os.path.abspath(a.out)), "peers_out")
     os.makedirs(workdir, exist_ok=True)
+    jsonl, meta_path = os.path.join(workdir, "results.jsonl"), os.path.join(workdir, "meta.json")
+    if a.report_only:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        with open(jsonl) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        out_path = a.out
+        a = build_parser().parse_args(meta["argv"])
+        a.seeds, a.iterations, a.chunk, a.budgets, a.long_iterations = (
+            meta["seeds"], meta["iterations"], meta["chunk"], meta["budgets"], meta["long_iterations"])
+        done = {json.dumps({k: r.get(k) for k in ("library", "method", "seed", "iterations", "budget", "config")})
+                for r in records}
+        not_run = [r for r in plan(a, meta["libs"]) if json.dumps(
+            {k: r.get(k) for k in ("library", "method", "seed", "iterations", "budget", "config")}) not in done]
+        write_report(a, out_path, records, meta["libs"], meta["skipped"],
+                     not_run, meta["machine"], meta["command"], meta["started"])
+        print(f"rewrote the report from {len(records)} records")
+        return
     libs, skipped = available(a.libraries)
     info = machine()
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    with open(meta_path, "w") as f:
+        json.dump(dict(argv=sys.argv[1:] if argv is None else list(argv), command=command, started=started,
+                       libs=libs, skipped=skipped, machine=info, seeds=a.seeds, iterations=a.iterations,
+                       chunk=a.chunk, budgets=a.budgets, long_iterations=a.long_iterations), f, indent=1)
     data_paths = {}
     for seed in range(max(a.seeds, 1)):  # seed 0's data serve the budgets and long runs too
         data_paths[seed] = os.path.join(workdir, f"data_seed{seed}.npz")
@@ -333,7 +357,6 @@ def main(argv=None):
     print(f"{len(runs)} runs; libraries {', '.join(libs)}", flush=True)
     records, not_run = [], []
     t0 = time.perf_counter()
-    jsonl = os.path.join(workdir, "results.jsonl")
     open(jsonl, "w").close()
     for i, spec in enumerate(runs):
         if a.max_minutes is not None and time.perf_counter() - t0 > 60 * a.max_minutes:

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="start no run after this many minutes (the rest are listed as not run); "
                     "kill one still running 5 minutes later")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an earlier run in the same --workdir (same options): skip the runs it recorded")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite OUT from WORKDIR's results.jsonl and meta.json (an earlier run's records); run nothing")
     return ap
@@ -312,6 +314,18 @@ def _api_check(records) -> str:
     return f"largest |difference| over {len(diffs)} declebm runs {max(diffs):.2e} nats" if diffs else "no declebm run"
 
 
+def _key(spec: dict) -> str:
+    return json.dumps({k: spec.get(k) for k in ("library", "method", "seed", "iterations", "budget", "config")})
+
+
+def _read(workdir):
+    with open(os.path.join(workdir, "meta.json")) as f:
+        meta = json.load(f)
+    with open(os.path.join(workdir, "results.jsonl")) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return meta, records
+
+
 def main(argv=None):
     a = build_parser().parse_args(argv)
     command = "python benchmarks/peers/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -326,44 +340,50 @@ def main(argv=None):
     os.makedirs(workdir, exist_ok=True)
     jsonl, meta_path = os.path.join(workdir, "results.jsonl"), os.path.join(workdir, "meta.json")
     if a.report_only:
-        with open(meta_path) as f:
-            meta = json.load(f)
-        with open(jsonl) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        meta, records = _read(workdir)
         out_path = a.out
         a = build_parser().parse_args(meta["argv"])
         a.seeds, a.iterations, a.chunk, a.budgets, a.long_iterations = (
             meta["seeds"], meta["iterations"], meta["chunk"], meta["budgets"], meta["long_iterations"])
-        done = {json.dumps({k: r.get(k) for k in ("library", "method", "seed", "iterations", "budget", "config")})
-                for r in records}
-        not_run = [r for r in plan(a, meta["libs"]) if json.dumps(
-            {k: r.get(k) for k in ("library", "method", "seed", "iterations", "budget", "config")}) not in done]
+        done = {_key(r) for r in records}
+        not_run = [r for r in plan(a, meta["libs"]) if _key(r) not in done]
         write_report(a, out_path, records, meta["libs"], meta["skipped"],
                      not_run, meta["machine"], meta["command"], meta["started"])
         print(f"rewrote the report from {len(records)} records")
         return
     libs, skipped = available(a.libraries)
-    info = machine()
-    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    records = []
+    if a.resume:  # continue an earlier run in the same workdir: its records, machine, start and command stay
+        meta, records = _read(workdir)
+        meta["command"] += "\n" + command
+        info, started = meta["machine"], meta["started"]
+    else:
+        info = machine()
+        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        meta = dict(argv=sys.argv[1:] if argv is None else list(argv), command=command, started=started, libs=libs,
+                    skipped=skipped, machine=info, seeds=a.seeds, iterations=a.iterations, chunk=a.chunk,
+                    budgets=a.budgets, long_iterations=a.long_iterations)
+        open(jsonl, "w").close()
+    command = meta["command"]
     with open(meta_path, "w") as f:
-        json.dump(dict(argv=sys.argv[1:] if argv is None else list(argv), command=command, started=started,
-                       libs=libs, skipped=skipped, machine=info, seeds=a.seeds, iterations=a.iterations,
-                       chunk=a.chunk, budgets=a.budgets, long_iterations=a.long_iterations), f, indent=1)
+        json.dump(meta, f, indent=1)
     data_paths = {}
     for seed in range(max(a.seeds, 1)):  # seed 0's data serve the budgets and long runs too
         data_paths[seed] = os.path.join(workdir, f"data_seed{seed}.npz")
-        np.savez(data_paths[seed], **common.make_data(seed))
-    runs = plan(a, libs)
-    print(f"{len(runs)} runs; libraries {', '.join(libs)}", flush=True)
-    records, not_run = [], []
+        if not (a.resume and os.path.exists(data_paths[seed])):
+            np.savez(data_paths[seed], **common.make_data(seed))
+    done = {_key(r) for r in records}
+    runs = [r for r in plan(a, libs) if _key(r) not in done]
+    print(f"{len(runs)} runs{f' (after {len(records)} done)' if records else ''}; libraries {', '.join(libs)}",
+          flush=True)
+    not_run = []
     t0 = time.perf_counter()
-    open(jsonl, "w").close()
     for i, spec in enumerate(runs):
         if a.max_minutes is not None and time.perf_counter() - t0 > 60 * a.max_minutes:
             not_run = runs[i:]
             break
         timeout = None if a.max_minutes is None else 60 * (a.max_minutes + 5) - (time.perf_counter() - t0)
-        rec = run_one(a, spec, data_paths[spec["seed"]], workdir, i, timeout)
+        rec = run_one(a, spec, data_paths[spec["seed"]], workdir, len(records), timeout)
         records.append(rec)
         with open(jsonl, "a") as f:
             f.write(json.dumps(rec) + "\n")

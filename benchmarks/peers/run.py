@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -198,8 +199,15 @@ def budget_table(records) -> list[str]:
             "mass within 3 std | configuration |", "|---|---|---|---|---|---|---|---|---|---|"]
     recs = [r for r in records if r.get("config") == "recommended" and not r.get("failed")]
     for r in sorted(recs, key=lambda r: (r["budget"], r["method"], r["library"])):
-        notes = "; ".join(n for n in r.get("notes", []) if "Trainer.fit" not in n and "plain loop" not in n)
-        rows.append(f"| {r['method']} | {r['library']} | {r['budget']:.0f} | {r['steps']} | {_f(r['ms_per_iter'])} | "
+        notes = "; ".join(n for n in r.get("notes", []) if "Trainer.fit" not in n and "plain loop" not in n
+                          and "TrainingDivergedError" not in n)
+        steps = r["steps"]
+        if r.get("diverged"):
+            healthy = re.search(r"after (\d+) steps", " ".join(r.get("notes", [])))
+            by = re.search(r"diverged by step (\d+)", " ".join(r.get("notes", [])))
+            steps = (f"diverged{' by ' + by.group(1) if by else ''} (TrainingDivergedError; scored: its last healthy "
+                     f"model{', step ' + healthy.group(1) if healthy else ''})")
+        rows.append(f"| {r['method']} | {r['library']} | {r['budget']:.0f} | {steps} | {_f(r['ms_per_iter'])} | "
                     f"{_f(r['train_wall_s'], '{:.1f}')} | {_f(r['nll'], '{:.3f}')} | {_f(r['nll_true'], '{:.3f}')} | "
                     f"{_f(r['mass_3std'], '{:.3f}')} | {notes} |")
     return rows

@@ -94,3 +94,24 @@ def test_quick_run_of_the_declebm_worker_writes_the_tables(tmp_path):
     recs = [json.loads(line) for line in (tmp_path / "w" / "results.jsonl").read_text().splitlines()]
     assert [r["steps"] for r in recs][0] == 10
     assert abs(recs[0]["nll"] - recs[0]["nll_declebm_grid_nll"]) < 1e-3
+
+
+def test_report_only_rewrites_the_report_from_a_runs_records(tmp_path):
+    run = _load("run")
+    work = tmp_path / "w"
+    work.mkdir()
+    argv = ["--libraries", "declebm", "--methods", "dsm", "--seeds", "1", "--budgets", "30", "--budget-methods",
+            "pcd", "--long-iterations", "0", "--workdir", str(work)]
+    meta = dict(argv=argv, command="python benchmarks/peers/run.py " + " ".join(argv), started="then", libs=["declebm"],
+                skipped=[], machine=run.machine(), seeds=1, iterations=2000, chunk=100, budgets=[30.0],
+                long_iterations=0)
+    (work / "meta.json").write_text(json.dumps(meta))
+    rec = dict(library="declebm", method="pcd", seed=0, config="recommended", budget=30.0, iterations=None,
+               steps=-1, diverged=True, ms_per_iter=float("nan"), train_wall_s=20.0, nll=8.5, nll_true=1.1,
+               mass_3std=0.5, notes=["TrainingDivergedError: training diverged by step 900: ... after 800 steps."])
+    (work / "results.jsonl").write_text(json.dumps(rec) + "\n")
+    out = tmp_path / "R.md"
+    run.main(["--report-only", "--workdir", str(work), "--out", str(out)])
+    text = out.read_text()
+    assert "diverged by 900 (TrainingDivergedError; scored: its last healthy model, step 800)" in text
+    assert "declebm dsm seed 0 2000 iterations: not started before --max-minutes" in text  # the one not run

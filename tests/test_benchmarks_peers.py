@@ -68,8 +68,8 @@ def test_driver_skips_missing_peers_and_marks_methods_they_lack(monkeypatch, tmp
     path = tmp_path / "R.md"
     run.write_report(a, str(path), [rec], ["declebm", "torchebm"], lines, [], run.machine(), "cmd", "now")
     text = path.read_text()
-    assert "| nce | declebm | 1 | 2.00 | 1.00 |" in text
-    assert "| nce | torchebm | | —, not in torchebm 0.8.9 |" in text
+    assert "| nce | declebm | 1 | 2.00 | 2.00 | 1.00 |" in text
+    assert "| nce | torchebm | | —, not in torchebm 0.8.9 | | |" in text
     assert "skipped ebmkit" in text
 
 

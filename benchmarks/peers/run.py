@@ -199,7 +199,7 @@ def protocol_table(records, iterations, libs, methods) -> list[str]:
 
 def budget_table(records) -> list[str]:
     rows = ["| method | library | budget s | iterations done | ms/iter | train wall s | grid NLL | true NLL | "
-            "mass within 3 std | configuration |", "|---|---|---|---|---|---|---|---|---|---|"]
+            "mass within 3 std | load avg before / after | configuration |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     recs = [r for r in records if r.get("config") == "recommended" and not r.get("failed")]
     for r in sorted(recs, key=lambda r: (r["budget"], r["method"], r["library"])):
         notes = "; ".join(n for n in r.get("notes", []) if "Trainer.fit" not in n and "plain loop" not in n
@@ -212,7 +212,8 @@ def budget_table(records) -> list[str]:
                      f"model{', step ' + healthy.group(1) if healthy else ''})")
         rows.append(f"| {r['method']} | {r['library']} | {r['budget']:.0f} | {steps} | {_f(r['ms_per_iter'])} | "
                     f"{_f(r['train_wall_s'], '{:.1f}')} | {_f(r['nll'], '{:.3f}')} | {_f(r['nll_true'], '{:.3f}')} | "
-                    f"{_f(r['mass_3std'], '{:.3f}')} | {notes} |")
+                    f"{_f(r['mass_3std'], '{:.3f}')} | {_f(r.get('load_before'), '{:.1f}')} / "
+                    f"{_f(r.get('load_after'), '{:.1f}')} | {notes} |")
     return rows
 
 
@@ -273,7 +274,11 @@ def write_report(a, path, records, libs, skipped, not_run, info, command, starte
                   "(README / defaults), trained in chunks until the wall-clock budget (counted from the "
                   "worker's first line, imports and compilation included) is used up; then the same grid NLL. "
                   "declebm: `fit(num_steps=10**9, callbacks=[stop when out of time])` (a callback returning True "
-                  "stops `fit` after the current chunk of " + str(a.chunk) + "), compiled once.", ""]
+                  "stops `fit` after the current chunk of " + str(a.chunk) + "), compiled once. The PyTorch "
+                  "workers check the clock every " + str(a.chunk) + " iterations too, so a slow chunk overruns "
+                  "the budget (train wall s). One run per cell: the other jobs' load (1-minute load average on "
+                  "2 cores, before / after the run) changed the PyTorch runs' speed up to ~30x between cells "
+                  "(compare ms/iter across rows), so read this table for orders of magnitude only.", ""]
         lines += budget_table(records)
     if skipped or not_run:
         lines += ["", "## Not run", ""] + [f"- {s}" for s in skipped]

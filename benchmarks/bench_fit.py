@@ -25,7 +25,12 @@ from declebm.models import MLPEnergy
 EPS, K, BATCH, CHAINS = 0.01, 20, 256, 256
 
 
-def handwritten(data, mlp, key, steps, chunk):
+def handwritten_loop(data, mlp, key, chunk, *, eps=EPS, steps_per_update=K, batch=BATCH, chains=CHAINS,
+                     energy_reg=0.0):
+    """The minimal jit+scan PCD loop: ``run(carry, start) -> (carry, losses)`` runs ``chunk``
+    updates; returns ``(run, carry0, static)`` (``eqx.combine(carry[0], static)`` is the MLP).
+    Langevin in declebm's convention, ``x + eps/2 grad log p + sqrt(eps) z``; ``energy_reg``
+    adds ``alpha * (mean E(x+)^2 + mean E(x-)^2)`` (0: left out)."""
     opt = optax.adam(1e-3)
     params, static = eqx.partition(mlp, eqx.is_inexact_array)
     n = data.shape[0]
@@ -34,26 +39,38 @@ def handwritten(data, mlp, key, steps, chunk):
         return jax.vmap(eqx.combine(p, static))(x)
 
     def step(carry, i):
-        p, o, chains = carry
+        p, o, chains_ = carry
         k1, k2 = jax.random.split(jax.random.fold_in(key, i))
-        batch = data[jax.random.randint(k1, (BATCH,), 0, n)]
+        xb = data[jax.random.randint(k1, (batch,), 0, n)]
         grad_x = jax.grad(lambda x, p: -jnp.sum(energy(p, x)))
 
         def langevin(x, k):
-            return x + 0.5 * EPS * grad_x(x, p) + jnp.sqrt(EPS) * jax.random.normal(k, x.shape), None
+            return x + 0.5 * eps * grad_x(x, p) + jnp.sqrt(eps) * jax.random.normal(k, x.shape), None
 
-        chains, _ = jax.lax.scan(langevin, chains, jax.random.split(k2, K))
-        chains = jax.lax.stop_gradient(chains)
-        loss, g = jax.value_and_grad(lambda p: jnp.mean(energy(p, batch)) - jnp.mean(energy(p, chains)))(p)
+        chains_, _ = jax.lax.scan(langevin, chains_, jax.random.split(k2, steps_per_update))
+        chains_ = jax.lax.stop_gradient(chains_)
+
+        def loss_fn(p):
+            e_pos, e_neg = energy(p, xb), energy(p, chains_)
+            loss = jnp.mean(e_pos) - jnp.mean(e_neg)
+            if energy_reg:
+                loss = loss + energy_reg * (jnp.mean(e_pos**2) + jnp.mean(e_neg**2))
+            return loss
+
+        loss, g = jax.value_and_grad(loss_fn)(p)
         u, o = opt.update(g, o, p)
-        return (eqx.apply_updates(p, u), o, chains), loss
+        return (eqx.apply_updates(p, u), o, chains_), loss
 
     @jax.jit
     def run(carry, start):
         return jax.lax.scan(step, carry, start + jnp.arange(chunk))
 
-    chains = jnp.mean(data, 0) + jnp.std(data, 0) * jax.random.normal(key, (CHAINS, 2))
-    carry = (params, opt.init(params), chains)
+    chains0 = jnp.mean(data, 0) + jnp.std(data, 0) * jax.random.normal(key, (chains, 2))
+    return run, (params, opt.init(params), chains0), static
+
+
+def handwritten(data, mlp, key, steps, chunk):
+    run, carry, _ = handwritten_loop(data, mlp, key, chunk)
     carry, _ = run(carry, 0)  # compile + warm up
     jax.block_until_ready(carry)
     t = time.perf_counter()

@@ -404,9 +404,12 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
             x0 = state.chains
         else:  # buffer
             idx = jax.random.randint(k_start, (n,), 0, state.chains.shape[0])
-            fresh = jax.random.bernoulli(k_reinit, self.reinit_prob, (n,))
+            # Two keys: drawn from one, the mask's uniforms and the noise's normals share their
+            # random bits, and a re-initialised chain 0 always restarted below loc - 1.6 scale.
+            k_mask, k_fresh = jax.random.split(k_reinit)
+            fresh = jax.random.bernoulli(k_mask, self.reinit_prob, (n,))
             fresh = fresh.reshape((n,) + (1,) * (batch.ndim - 1))
-            x0 = jnp.where(fresh, self._noise(state, n, k_reinit), state.chains[idx])
+            x0 = jnp.where(fresh, self._noise(state, n, k_fresh), state.chains[idx])
         x, acceptance, mh = self._chain(model, x0, k_run, self.current_sampler(state))
         x_sg = jax.lax.stop_gradient(x)
         if start == "persistent":

@@ -127,3 +127,26 @@ def test_energy_regulariser_adds_the_squared_energies():
 def test_bad_hyperparameters(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_replay_reinitialisation_draws_noise_independent_of_the_mask():
+    # Buffer full of a far point (100, 100); reinit_prob 0.5; a step of 1e-10 leaves every
+    # chain where it starts. Over 400 keys chain 0 is re-initialised ~200 times; its fresh
+    # noise (the data's fitted Gaussian, standardised here) must have mean 0: the standard
+    # error is 1/sqrt(200) = 0.07, so 0.3 is 4 standard errors. With one key for mask and
+    # noise the mean was about -0.8 (the noise was drawn from the mask's own bits).
+    data = jax.random.normal(jax.random.key(0), (512, 2))
+    model = eb.EBM(GaussianEnergy(np.zeros(2)))
+    strategy = ReplayBufferML(Langevin(step_size=1e-10), steps=1, buffer_size=64, reinit_prob=0.5)
+    state = strategy.init(model, data, jax.random.key(1), batch_size=64)
+    state = state._replace(chains=jnp.full_like(state.chains, 100.0))
+
+    def chain0(key):
+        x, _, _ = strategy.negatives(model, data[:64], state, key)
+        return x[0]
+
+    x0 = jax.vmap(chain0)(jax.random.split(jax.random.key(2), 400))
+    fresh = np.asarray(x0[:, 0]) < 50.0
+    z = (np.asarray(x0[fresh]) - np.asarray(state.noise_loc)) / np.asarray(state.noise_scale)
+    assert 150 < fresh.sum() < 250
+    np.testing.assert_array_less(np.abs(z.mean(0)), 0.3)

@@ -2,7 +2,9 @@
 hand-written JAX loop (jit + lax.scan, no framework).
 
 Setting (issue 2): 8gaussians, MLP 2-128-128-1 (SiLU), batch 256, 256 persistent chains,
-20 unadjusted Langevin steps (step 0.01) per update, Adam 1e-3. Both run chunks of
+20 unadjusted Langevin steps (step 0.01 in declebm's convention, x + 0.005 score + 0.1 z:
+half the drift of the peers' ``x - 0.01 grad E + sqrt(0.02) z``, which is our step 0.02)
+per update, Adam 1e-3. Both run chunks of
 `--chunk` steps per jitted call; compilation and the first chunk are excluded.
 
     python benchmarks/bench_fit.py --steps 2000

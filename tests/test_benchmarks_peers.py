@@ -78,7 +78,10 @@ def test_quick_run_of_the_declebm_worker_writes_the_tables(tmp_path):
     fake = tmp_path / "no_torch"  # any `import torch` in the driver or the declebm worker fails
     fake.mkdir()
     (fake / "torch.py").write_text("raise ImportError('this test runs without PyTorch')\n")
-    env = dict(os.environ, PYTHONPATH=str(fake) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    # No empty PYTHONPATH entry: Python reads one as the cwd, and from the repository root the
+    # source folder declebm/ would shadow the installed package (see conftest.py).
+    path = os.pathsep.join(p for p in (str(fake), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONPATH=path,
                # the suite's persistent compilation cache (conftest.py): the second run reuses the first's programs
                JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
     proc = subprocess.run(
@@ -86,7 +89,7 @@ def test_quick_run_of_the_declebm_worker_writes_the_tables(tmp_path):
          "--budgets", "1", "--budget-methods", "dsm", "--out", str(out), "--workdir", str(tmp_path / "w"),
          "--chunk", "5", "--threads", "2", "--max-minutes", "5", "--seeds", "1", "--iterations", "10",
          "--long-iterations", "0", "--long-methods"],
-        capture_output=True, text=True, timeout=300, env=env)
+        capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     text = out.read_text()
     assert "### 10 iterations" in text and "| dsm | declebm | 1 |" in text

@@ -296,14 +296,12 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
     def _init_step_size(self) -> DualAveragingAdaptationState | None:
         if not self.adapt_step_size:
             return None
-        f32 = jnp.float32
-        log_eps = jnp.log(jnp.asarray(self.sampler.step_size, f32))
-        # BlackJAX's init, with every field an array of a fixed dtype (the scan's carry):
-        # mu = log(10 eps0), the point the iterates shrink toward (Hoffman & Gelman 2014).
-        return DualAveragingAdaptationState(
-            log_step_size=log_eps, log_step_size_avg=jnp.zeros((), f32), step=jnp.ones((), jnp.int32),
-            avg_error=jnp.zeros((), f32), mu=log_eps + jnp.log(jnp.asarray(10.0, f32)),
-        )
+        init, _, _ = self._dual_averaging()
+        state = init(jnp.asarray(self.sampler.step_size, jnp.float32))
+        # BlackJAX's init (mu = log(10 eps0), the point the iterates shrink toward) leaves
+        # some fields Python scalars: make each a 0-d array of a fixed dtype (the scan's carry).
+        f32, i32 = jnp.float32, jnp.int32
+        return jax.tree.map(lambda v, d: jnp.asarray(v, d), state, DualAveragingAdaptationState(f32, f32, i32, f32, f32))
 
     def current_sampler(self, state: MCMCState) -> AbstractSampler:
         """The sampler with the step size in use: the adapted one with ``adapt_step_size``."""

@@ -230,7 +230,7 @@ def fit(
     params, static = eqx.partition(model, trainable_filter(model))
     carry = Carry(
         params=params,
-        opt_state=strong_dtypes(optimizer.init(params)),
+        opt_state=strong_dtypes(_optimizer_init(optimizer, params)),
         strategy_state=strategy_state,
         ema=params if ema_decay is not None else None,
         lr_scale=jnp.asarray(1.0, jnp.float32),
@@ -293,3 +293,10 @@ def fit(
         step=int(carry.step),
         lr_scale=float(carry.lr_scale),
     )
+
+
+@eqx.filter_jit
+def _optimizer_init(optimizer: optax.GradientTransformation, params: Any) -> Any:
+    """``optimizer.init(params)`` as one compiled program (eagerly, each of its leaves is a
+    program of its own, compiled on first use)."""
+    return optimizer.init(params)

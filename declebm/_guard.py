@@ -68,15 +68,21 @@ class DivergenceGuard(eqx.Module):
 
     def probe_points(self, data: Float[Array, "n *event"], key: PRNGKeyArray) -> Float[Array, "m *event"]:
         """``num_probe`` training examples and ``num_probe`` draws around the data."""
-        k_pick, k_noise = jax.random.split(key)
-        n = min(self.num_probe, data.shape[0])
-        picked = data[jax.random.choice(k_pick, data.shape[0], (n,), replace=False)]
-        loc, scale = fit_noise(data, "gaussian")
-        around = draw_noise(loc, scale, "gaussian", self.num_probe, k_noise).astype(data.dtype)
-        return jnp.concatenate([picked, around])
+        return _probe_points(self.num_probe, data, key)
 
     def reference(self, spread: float, event_size: int) -> float:
         return max(spread, 1.0 + event_size)
+
+
+@eqx.filter_jit
+def _probe_points(num_probe: int, data: Float[Array, "n *event"], key: PRNGKeyArray) -> Float[Array, "m *event"]:
+    # One compiled program instead of a dozen eager ones (each compiled on first use).
+    k_pick, k_noise = jax.random.split(key)
+    n = min(num_probe, data.shape[0])
+    picked = data[jax.random.choice(k_pick, data.shape[0], (n,), replace=False)]
+    loc, scale = fit_noise(data, "gaussian")
+    around = draw_noise(loc, scale, "gaussian", num_probe, k_noise).astype(data.dtype)
+    return jnp.concatenate([picked, around])
 
 
 @eqx.filter_jit

@@ -64,15 +64,17 @@ def _metric_scale(means: dict[str, float]) -> float:
 class _Guard:
     """Host state of the divergence guard: the references and the last healthy carry."""
 
-    def __init__(self, guard: DivergenceGuard | None, probe: Any, carry: Carry, static: Any, event_size: int):
+    def __init__(self, guard: DivergenceGuard | None, probe: Any, carry: Carry, static: Any, event_size: int,
+                 watched: Callable[[Any], Any] = lambda model: model):
         self.guard, self.probe, self.static, self.event_size = guard, probe, static, event_size
+        self.watched = watched
         self.rollbacks = 0
         self.healthy = carry
         self.ref = guard.reference(self.spread(carry), event_size) if guard is not None else None
         self.ref_metrics: float | None = None
 
     def spread(self, carry: Carry) -> float:
-        return float(energy_spread(eqx.combine(carry.params, self.static), self.probe))
+        return float(energy_spread(self.watched(eqx.combine(carry.params, self.static)), self.probe))
 
     def verdict(self, carry: Carry, means: dict[str, float]) -> str | None:
         """``None`` when the chunk is fine, else why the run diverged. Updates the last
@@ -136,7 +138,7 @@ def train_loop(
 ) -> tuple[Carry, dict[str, list]]:
     """Run chunks until ``num_steps`` updates are applied or a callback stops training."""
     static = spec.static
-    watch = _Guard(guard, probe, carry, static, event_size)
+    watch = _Guard(guard, probe, carry, static, event_size, spec.strategy.watched_model)
     bar = Progress(num_steps, progress, initial=int(carry.step))
     t_start = time.perf_counter() - (history["time"][-1] if history.get("time") else 0.0)
     next_ckpt = (int(carry.step) // checkpoint_every + 1) * checkpoint_every if checkpoint_every else None

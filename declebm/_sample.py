@@ -32,6 +32,7 @@ def initial_positions(model: EBM, num_samples: int, key: PRNGKeyArray) -> Float[
     return jax.random.normal(key, (num_samples,) + tuple(model.event_shape), dtype)
 
 
+@eqx.filter_jit  # one program per call site instead of a few eager ones
 def fit_noise(data: Float[Array, "n *event"], kind: str = "gaussian") -> tuple[Array, Array]:
     """A per-coordinate start distribution fitted to ``data``: ``(loc, scale)`` with
     ``"gaussian"`` = (mean, std) and ``"uniform"`` = (centre, half-width) of the
@@ -42,6 +43,7 @@ def fit_noise(data: Float[Array, "n *event"], kind: str = "gaussian") -> tuple[A
     return 0.5 * (lo + hi), 0.5 * (hi - lo) + 1e-6
 
 
+@eqx.filter_jit
 def draw_noise(loc: Array, scale: Array, kind: str, n: int, key: PRNGKeyArray) -> Float[Array, "n *event"]:
     """``n`` draws of ``loc + scale * z``, ``z ~ N(0, I)`` or ``U(-1, 1)``, in ``loc``'s dtype
     (float64 chains stay float64, float32 stay float32 whatever JAX's default)."""

@@ -31,6 +31,10 @@ class AbstractStrategy(eqx.Module):
     - ``init_model(model, data, key) -> model``: called once by ``fit`` before training to
       set what the strategy owns in the model (identity by default; ``NCE`` starts
       ``log_z`` at an importance-sampling estimate). Also an addition to DESIGN.
+    - ``watched_model(model) -> model``: the density ``fit``'s divergence guard watches
+      (the model itself by default; a strategy that trains a level-conditioned energy
+      returns the density it trains, e.g. ``DiffusionRecoveryLikelihood``'s level 0, since
+      the energy at an untrained level may drift harmlessly). Also an addition to DESIGN.
     """
 
     def __hash__(self) -> int:
@@ -46,6 +50,10 @@ class AbstractStrategy(eqx.Module):
         self, model: Any, batch: Float[Array, "batch *event"], state: PyTree, key: PRNGKeyArray
     ) -> tuple[Float[Array, ""], tuple[PyTree, dict[str, Float[Array, ""]]]]:
         ...
+
+    def watched_model(self, model: Any) -> Any:
+        """The model whose energy spread ``fit``'s ``DivergenceGuard`` watches: ``model``."""
+        return model
 
     def init_model(self, model: Any, data: Float[Array, "n *event"], key: PRNGKeyArray) -> Any:
         return model

@@ -217,6 +217,12 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
         return self.sampler(level, noise_scale).run(cond, start, num_steps, key, level=level, x_next=x_next)
 
     # ---- the strategy contract ------------------------------------------------------------
+    def watched_model(self, model: EBM) -> EBM:
+        """What ``fit``'s divergence guard watches: the level-0 density (``level_model(model,
+        0)``), not the energy at its ``default_sigma``, which may be a level the ladder never
+        trains (extrapolated, it can grow without anything being wrong)."""
+        return EBM(self._energy(model, 0), event_shape=model.event_shape)
+
     def init(self, model: EBM, data: Float[Array, "n *event"], key: PRNGKeyArray, *, batch_size: int | None = None):
         self._check_model(model, data.shape[1:])
         return None

@@ -17,6 +17,26 @@ def test_digits_split_and_dequantisation():
     assert images.shape[1:] == (8, 8)
 
 
+def test_digits_labels_follow_the_same_split():
+    from sklearn.datasets import load_digits
+
+    key = jax.random.key(3)
+    train, test = eb.datasets.digits(key=key)
+    train2, test2, y_train, y_test = eb.datasets.digits(key=key, with_labels=True)
+    np.testing.assert_array_equal(train, train2)
+    np.testing.assert_array_equal(test, test2)
+    assert y_train.shape == (1438,) and y_test.shape == (359,)
+    # each image's integer grey levels (floor of 17 x) are the bundled image of its label
+    bundled = load_digits()
+    lookup = {img.astype(np.int64).tobytes(): label for img, label in zip(bundled.data, bundled.target)}
+    ints = np.floor(17 * np.asarray(test)).astype(np.int64)
+    matched = [lookup.get(row.tobytes()) for row in ints]
+    assert sum(m is not None for m in matched) > 350  # duplicates of an image across labels are rare
+    assert all(m == y for m, y in zip(matched, np.asarray(y_test)) if m is not None)
+    with pytest.raises(TypeError, match="with_labels"):
+        eb.datasets.digits(key=key, with_labels="yes")
+
+
 def test_load_npy_and_npz(tmp_path):
     a = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
     np.save(tmp_path / "a.npy", a)

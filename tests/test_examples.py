@@ -178,6 +178,9 @@ def _check_digits(flags, r):
 def _check_recovery_digits(flags, r):
     assert r["energy"] == flags.get("--energy", [r["energy"]])[0]
     assert math.isfinite(r["test_log_likelihood_nats"]), r
+    # the judge is a working classifier, and it saw every sample it judged
+    assert r["judge_test_accuracy"] > 0.8, r
+    assert sum(r["classes_in_samples"]) >= 8 and 0.0 <= r["judge_sure_of_samples"] <= 1.0, r
 
 
 def _check_toy2d(flags, r):

@@ -184,6 +184,52 @@ def test_guard_does_not_fire_on_healthy_training():
     assert r.step == 1000 and r.lr_scale == 1.0
 
 
+class TwoLevelEnergy(eqx.Module):
+    """``a |x|^2 / sigma`` at a given level; ``exp(b) |x|^2`` at the default (untrained) one."""
+
+    a: jax.Array
+    b: jax.Array
+
+    def __call__(self, x, sigma=None):
+        if sigma is None:
+            return jnp.exp(self.b) * jnp.sum(x**2)
+        return self.a * jnp.sum(x**2) / sigma
+
+
+class AtLevelOne(eqx.Module):
+    energy: TwoLevelEnergy
+
+    def __call__(self, x):
+        return self.energy(x, sigma=1.0)
+
+
+class DriftsAtTheDefaultLevel(eb.AbstractStrategy):
+    """Fits ``a`` at level 1 while ``b`` (the default level's scale) grows without limit, as
+    an energy extrapolated to a level no loss constrains may; the guard watches level 1
+    when ``watch_level_one``."""
+
+    watch_level_one: bool = False
+
+    def loss(self, model, batch, state, key):
+        e = model.energy_module
+        return (e.a - 1.0) ** 2 - e.b, (state, {})
+
+    def watched_model(self, model):
+        return eb.EBM(AtLevelOne(model.energy_module), event_shape=(2,)) if self.watch_level_one else model
+
+
+def test_the_guard_watches_the_density_the_strategy_trains():
+    data = _data()
+    model = eb.EBM(TwoLevelEnergy(jnp.float32(0.5), jnp.float32(0.0)), event_shape=(2,))
+    kw = dict(optimizer=optax.adam(0.1), num_steps=300, batch_size=32, chunk_size=50, key=jax.random.key(0),
+              progress=False)
+    with pytest.raises(eb.TrainingDivergedError, match="energy spread"):
+        eb.fit(model, data, DriftsAtTheDefaultLevel(), **kw)
+    r = eb.fit(model, data, DriftsAtTheDefaultLevel(watch_level_one=True), **kw)
+    assert r.step == 300 and abs(float(r.model.energy_module.a) - 1.0) < 0.1
+    assert float(r.model.energy_module.b) > 20.0  # the unwatched level did drift
+
+
 @pytest.mark.parametrize("bad", [dict(max_growth=0), dict(healthy_growth=200.0), dict(lr_factor=2.0),
                                  dict(rollback="yes"), dict(num_probe=0)])
 def test_guard_bad_hyperparameters(bad):

@@ -13,21 +13,25 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._checks import _describe, check_examples, check_flag, check_key, check_number
 
 
-def digits(*, key: PRNGKeyArray, test_fraction: float = 0.2, flatten: bool = True
-           ) -> tuple[Float[Array, "n_train ..."], Float[Array, "n_test ..."]]:
+def digits(*, key: PRNGKeyArray, test_fraction: float = 0.2, flatten: bool = True, with_labels: bool = False
+           ) -> tuple[Array, ...]:
     """scikit-learn's bundled 8x8 digits (1797 images, no download), dequantised as
     ``(x + U[0, 1)) / 17`` into ``[0, 1)`` and split ``1 - test_fraction`` / ``test_fraction``
-    at random (REFERENCES.md's protocol). Returns ``(train, test)`` of shape ``(n, 64)``
-    (or ``(n, 8, 8)`` with ``flatten=False``). Needs scikit-learn (``pip install scikit-learn``).
+    at random (the protocol of the digits density-estimation references in the README).
+    Returns ``(train, test)`` of shape ``(n, 64)`` (or ``(n, 8, 8)`` with ``flatten=False``);
+    with ``with_labels=True``, ``(train, test, train_labels, test_labels)``, the labels
+    integers 0..9 (the same split). Needs scikit-learn (``pip install scikit-learn``).
     """
     check_key(key)
     test_fraction = check_number(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
     check_flag(flatten, "flatten")
+    check_flag(with_labels, "with_labels")
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("datasets.digits needs scikit-learn: pip install scikit-learn") from e
-    images = jnp.asarray(load_digits().images, jnp.float32)  # integers 0..16
+    bundled = load_digits()
+    images = jnp.asarray(bundled.images, jnp.float32)  # integers 0..16
     n_test = int(round(images.shape[0] * test_fraction))
     if not 1 <= n_test <= images.shape[0] - 1:
         raise ValueError(
@@ -36,9 +40,13 @@ def digits(*, key: PRNGKeyArray, test_fraction: float = 0.2, flatten: bool = Tru
         )
     k_perm, k_noise = jax.random.split(key)
     x = (images + jax.random.uniform(k_noise, images.shape)) / 17.0
-    x = x[jax.random.permutation(k_perm, x.shape[0])]
+    order = jax.random.permutation(k_perm, x.shape[0])
+    x = x[order]
     if flatten:
         x = x.reshape(x.shape[0], -1)
+    if with_labels:
+        y = jnp.asarray(bundled.target, jnp.int32)[order]
+        return x[n_test:], x[:n_test], y[n_test:], y[:n_test]
     return x[n_test:], x[:n_test]
 
 

@@ -212,3 +212,11 @@ def test_images_of_the_wrong_shape_are_refused():
     model = eb.EBM(NoiseConditionedConvEnergy((64,), image_shape=(1, 8, 8), channels=(4, 4, 4), key=jax.random.key(0)))
     with pytest.raises(ValueError, match="^data: .*event_shape"):
         eb.fit(model, jnp.zeros((16, 8, 8)), DiffusionRecoveryLikelihood(), num_steps=1, batch_size=4, key=jax.random.key(0))
+
+
+def test_the_divergence_guard_watches_the_level_zero_density():
+    st = DiffusionRecoveryLikelihood()
+    model = eb.EBM(NoiseConditionedMLPEnergy(2, 16, 1, key=jax.random.key(0)))
+    x = jax.random.normal(jax.random.key(1), (5, 2))
+    np.testing.assert_allclose(st.watched_model(model).energy_batch(x),
+                               st.level_model(model, 0).energy_batch(x), rtol=1e-6)

@@ -1,0 +1,97 @@
+"""Start-up cost of ``declebm.fit``: time to the first trained chunk, XLA compilations
+and peak memory, against the hand-written jit+scan loop of ``bench_fit.py`` doing the
+same PCD work (8gaussians, MLP 2-128-128-1, batch 256, 256 chains, 20 Langevin steps).
+
+Each measurement is a fresh process (so every compilation is paid, as a user pays it),
+the contenders interleaved, ``--repeats`` rounds; the table gives the median.
+
+    python benchmarks/bench_fit_setup.py --repeats 3
+    python benchmarks/bench_fit_setup.py --baseline /tmp/old   # also an older declebm,
+        # installed there by `pip install --no-deps --target /tmp/old <its checkout>`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+WORKER = r"""
+import json, logging, resource, sys, time
+t0 = time.perf_counter()
+import jax, jax.numpy as jnp, optax
+import declebm as eb
+from declebm.inference import Langevin, PersistentCD
+from declebm.models import MLPEnergy
+sys.path.insert(0, sys.argv[2])
+from bench_fit import BATCH, CHAINS, EPS, K, handwritten_loop
+compiles = []
+class Count(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("Finished XLA compilation"):
+            compiles.append(record.getMessage())
+jax.config.update("jax_log_compiles", True)
+log = logging.getLogger("jax._src.dispatch")
+log.addHandler(Count()); log.setLevel(logging.DEBUG); log.propagate = False
+key = jax.random.key(0)
+data = eb.datasets.toy("8gaussians", 50_000, key=key)
+energy = MLPEnergy(2, 128, 2, key=key)
+jax.block_until_ready(energy)
+t_ready, n_ready = time.perf_counter(), len(compiles)
+chunk = 100
+if sys.argv[1] == "fit":
+    result = eb.fit(eb.EBM(energy), data, PersistentCD(Langevin(step_size=EPS), steps=K, num_chains=CHAINS),
+                    optimizer=optax.adam(1e-3), num_steps=chunk, batch_size=BATCH, chunk_size=chunk, key=key,
+                    progress=False)
+    jax.block_until_ready(result.model)
+else:
+    run, carry, _ = handwritten_loop(data, energy.mlp, key, chunk)
+    carry, _ = run(carry, 0)
+    jax.block_until_ready(carry)
+t_done = time.perf_counter()
+print(json.dumps({"first_chunk_s": t_done - t_ready, "process_s": t_done - t0, "compiles": len(compiles) - n_ready,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "declebm": eb.__file__}))
+"""
+
+
+def measure(kind: str, pythonpath: str | None = None) -> dict:
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
+    out = subprocess.run([sys.executable, "-c", WORKER, kind, here], capture_output=True, text=True, check=True,
+                         env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline", help="a folder holding another declebm install, measured as a third contender")
+    args = ap.parse_args(argv)
+    contenders = {"fit": ("fit", None), "hand-written": ("hand", None)}
+    if args.baseline:
+        contenders["fit (baseline)"] = ("fit", os.path.abspath(args.baseline))
+    rows: dict[str, list[dict]] = {name: [] for name in contenders}
+    for _ in range(args.repeats):  # interleaved: all see the same machine noise
+        for name, (kind, path) in contenders.items():
+            rows[name].append(measure(kind, path))
+    print(f"median of {args.repeats} fresh processes each; declebm from "
+          + ", ".join(f"{name}: {os.path.dirname(rs[0]['declebm'])}" for name, rs in rows.items() if name != "hand-written"))
+    print("| loop | first chunk of 100 steps, s (compile + run) | XLA compilations | whole process, s | peak RSS MiB |")
+    print("|---|---|---|---|---|")
+    med = {}
+    for kind, rs in rows.items():
+        med[kind] = {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "declebm"}
+        m = med[kind]
+        print(f"| {kind} | {m['first_chunk_s']:.2f} | {m['compiles']:.0f} | {m['process_s']:.2f} | {m['peak_rss_mib']:.0f} |")
+    print(f"ratio fit / hand-written, first chunk: {med['fit']['first_chunk_s'] / med['hand-written']['first_chunk_s']:.2f}")
+    return med
+
+
+if __name__ == "__main__":
+    main()

@@ -93,7 +93,7 @@ def test_quick_run_of_the_declebm_worker_writes_the_tables(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     text = out.read_text()
     assert "### 10 iterations" in text and "| dsm | declebm | 1 |" in text
-    assert "## Quality per second" in text and "| dsm | declebm | 1 |" in text.split("## Quality per second")[1]
+    assert "## Quality per second" in text and "| dsm | declebm | 0 | 1 |" in text.split("## Quality per second")[1]
     recs = [json.loads(line) for line in (tmp_path / "w" / "results.jsonl").read_text().splitlines()]
     assert [r["steps"] for r in recs][0] == 10
     assert abs(recs[0]["nll"] - recs[0]["nll_declebm_grid_nll"]) < 1e-3

@@ -54,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--long-iterations", type=int, default=10_000, help="0: no long runs")
     ap.add_argument("--long-methods", nargs="*", default=["dsm", "pcd", "nce"], choices=ALL_METHODS)
     ap.add_argument("--budgets", type=float, nargs="*", default=None,
-                    help="wall-clock budgets (s, startup included) for the recommended configurations, seed 0 "
+                    help="wall-clock budgets (s, startup included) for the recommended configurations, seeds 0..--budget-seeds - 1 "
                     "(default 30 120; none with --quick)")
     ap.add_argument("--budget-methods", nargs="*", default=list(RECOMMENDED), choices=RECOMMENDED)
+    ap.add_argument("--budget-seeds", type=int, default=1, help="seeds 0..N-1 for the budget runs (default 1)")
     ap.add_argument("--chunk", type=int, default=100, help="iterations per timed chunk")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (JAX uses every core)")
     ap.add_argument("--max-minutes", type=float, default=None,
@@ -114,10 +115,11 @@ def plan(a, libs) -> list[dict]:
                 for m in which for lib in libs if m in METHODS[lib]]
 
     runs = protocol(0, a.iterations, methods) if a.seeds else []
-    for budget in a.budgets:
-        for m in a.budget_methods:
-            runs += [dict(library=lib, method=m, seed=0, budget=budget, config="recommended")
-                     for lib in libs if lib in ("declebm", "ebmkit", "torchebm")]
+    for seed in range(a.budget_seeds):
+        for budget in a.budgets:
+            for m in a.budget_methods:
+                runs += [dict(library=lib, method=m, seed=seed, budget=budget, config="recommended")
+                         for lib in libs if lib in ("declebm", "ebmkit", "torchebm")]
     for seed in range(1, a.seeds):
         runs += protocol(seed, a.iterations, methods)
     if a.long_iterations:
@@ -198,10 +200,11 @@ def protocol_table(records, iterations, libs, methods) -> list[str]:
 
 
 def budget_table(records) -> list[str]:
-    rows = ["| method | library | budget s | iterations done | ms/iter | train wall s | grid NLL | true NLL | "
-            "mass within 3 std | load avg before / after | configuration |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| method | library | seed | budget s | iterations done | ms/iter | train wall s | grid NLL | true NLL | "
+            "mass within 3 std | load avg before / after | configuration |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     recs = [r for r in records if r.get("config") == "recommended" and not r.get("failed")]
-    for r in sorted(recs, key=lambda r: (r["budget"], r["method"], r["library"])):
+    for r in sorted(recs, key=lambda r: (r["budget"], r["method"], r["library"], r["seed"])):
         notes = "; ".join(n for n in r.get("notes", []) if "Trainer.fit" not in n and "plain loop" not in n
                           and "TrainingDivergedError" not in n)
         steps = r["steps"]
@@ -210,7 +213,7 @@ def budget_table(records) -> list[str]:
             by = re.search(r"diverged by step (\d+)", " ".join(r.get("notes", [])))
             steps = (f"diverged{' by ' + by.group(1) if by else ''} (TrainingDivergedError; scored: its last healthy "
                      f"model{', step ' + healthy.group(1) if healthy else ''})")
-        rows.append(f"| {r['method']} | {r['library']} | {r['budget']:.0f} | {steps} | {_f(r['ms_per_iter'])} | "
+        rows.append(f"| {r['method']} | {r['library']} | {r['seed']} | {r['budget']:.0f} | {steps} | {_f(r['ms_per_iter'])} | "
                     f"{_f(r['train_wall_s'], '{:.1f}')} | {_f(r['nll'], '{:.3f}')} | {_f(r['nll_true'], '{:.3f}')} | "
                     f"{_f(r['mass_3std'], '{:.3f}')} | {_f(r.get('load_before'), '{:.1f}')} / "
                     f"{_f(r.get('load_after'), '{:.1f}')} | {notes} |")
@@ -273,15 +276,16 @@ def write_report(a, path, records, libs, skipped, not_run, info, command, starte
     lines += ["How each library runs the protocol natively (what differs):", ""] + [f"- {n}" for n in PROTOCOL_NOTES]
     if any(r.get("config") == "recommended" for r in records):
         lines += ["", "## Quality per second: each library's recommended configuration", "",
-                  "Seed 0, same data, same 2-128-128-1 network, each library's own recommended method settings "
+                  "Seeds 0.." + str(getattr(a, "budget_seeds", 1) - 1) + " (each seed its own data, shared by the "
+                  "libraries), the same 2-128-128-1 network, each library's own recommended method settings "
                   "(README / defaults), trained in chunks until the wall-clock budget (counted from the "
                   "worker's first line, imports and compilation included) is used up; then the same grid NLL. "
                   "declebm: `fit(num_steps=10**9, callbacks=[stop when out of time])` (a callback returning True "
                   "stops `fit` after the current chunk of " + str(a.chunk) + "), compiled once. The PyTorch "
                   "workers check the clock every " + str(a.chunk) + " iterations too, so a slow chunk overruns "
-                  "the budget (train wall s). One run per cell: the other jobs' load (1-minute load average on "
-                  "2 cores, before / after the run) changed the PyTorch runs' speed up to ~30x between cells "
-                  "(compare ms/iter across rows), so read this table for orders of magnitude only.", ""]
+                  "the budget (train wall s). One run per (library, seed, budget), interleaved; the 1-minute load "
+                  "average before / after each run is listed, since a loaded machine slows runs unevenly "
+                  "(compare ms/iter across rows).", ""]
         lines += budget_table(records)
     if skipped or not_run:
         lines += ["", "## Not run", ""] + [f"- {s}" for s in skipped]
@@ -366,6 +370,7 @@ def main(argv=None):
         a = build_parser().parse_args(meta["argv"])
         a.seeds, a.iterations, a.chunk, a.budgets, a.long_iterations = (
             meta["seeds"], meta["iterations"], meta["chunk"], meta["budgets"], meta["long_iterations"])
+        a.budget_seeds = meta.get("budget_seeds", 1)
         done = {_key(r) for r in records}
         not_run = [r for r in plan(a, meta["libs"]) if _key(r) not in done]
         write_report(a, out_path, records, meta["libs"], meta["skipped"], not_run, meta["machine"],
@@ -383,13 +388,13 @@ def main(argv=None):
         started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         meta = dict(argv=sys.argv[1:] if argv is None else list(argv), command=command, started=started, libs=libs,
                     skipped=skipped, machine=info, seeds=a.seeds, iterations=a.iterations, chunk=a.chunk,
-                    budgets=a.budgets, long_iterations=a.long_iterations)
+                    budgets=a.budgets, long_iterations=a.long_iterations, budget_seeds=a.budget_seeds)
         open(jsonl, "w").close()
     command = meta["command"]
     with open(meta_path, "w") as f:
         json.dump(meta, f, indent=1)
     data_paths = {}
-    for seed in range(max(a.seeds, 1)):  # seed 0's data serve the budgets and long runs too
+    for seed in range(max(a.seeds, a.budget_seeds, 1)):  # seed 0's data serve the budgets and long runs too
         data_paths[seed] = os.path.join(workdir, f"data_seed{seed}.npz")
         if not (a.resume and os.path.exists(data_paths[seed])):
             np.savez(data_paths[seed], **common.make_data(seed))

@@ -6,8 +6,8 @@ Each measurement is a fresh process (so every compilation is paid, as a user pay
 the contenders interleaved, ``--repeats`` rounds; the table gives the median.
 
     python benchmarks/bench_fit_setup.py --repeats 3
-    python benchmarks/bench_fit_setup.py --baseline /tmp/old   # also an older declebm,
-        # installed there by `pip install --no-deps --target /tmp/old <its checkout>`
+    python benchmarks/bench_fit_setup.py --baseline /tmp/old/bin/python   # also another declebm:
+        # a Python (e.g. a venv's) where `pip install <its checkout>` installed it
 """
 
 from __future__ import annotations
@@ -58,24 +58,22 @@ print(json.dumps({"first_chunk_s": t_done - t_ready, "process_s": t_done - t0, "
 """
 
 
-def measure(kind: str, pythonpath: str | None = None) -> dict:
+def measure(kind: str, python: str | None = None) -> dict:
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
-    out = subprocess.run([sys.executable, "-c", WORKER, kind, here], capture_output=True, text=True, check=True,
-                         env=env)
+    # cwd: not the repository root, whose source folder declebm/ would shadow the installed package
+    out = subprocess.run([python or sys.executable, "-c", WORKER, kind, here], capture_output=True, text=True,
+                         check=True, cwd=here)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--baseline", help="a folder holding another declebm install, measured as a third contender")
+    ap.add_argument("--baseline", help="a Python interpreter with another declebm installed: a third contender")
     args = ap.parse_args(argv)
     contenders = {"fit": ("fit", None), "hand-written": ("hand", None)}
     if args.baseline:
-        contenders["fit (baseline)"] = ("fit", os.path.abspath(args.baseline))
+        contenders["fit (baseline)"] = ("fit", args.baseline)
     rows: dict[str, list[dict]] = {name: [] for name in contenders}
     for _ in range(args.repeats):  # interleaved: all see the same machine noise
         for name, (kind, path) in contenders.items():

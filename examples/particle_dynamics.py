@@ -165,7 +165,7 @@ def table(runs: list[dict]) -> str:
 def plot_curves(runs: list[dict], path: str) -> None:
     from declebm import plot
 
-    fig, axs = plot.figure(1, 1)
+    fig, axs = plot.figure(1, 1, size=6.0)
     ax = axs[0, 0]
     for i, method in enumerate(METHODS):
         mine = [r for r in runs if r["method"] == method]
@@ -184,7 +184,7 @@ def plot_curves(runs: list[dict], path: str) -> None:
     ax.set_xlabel("iteration")
     ax.set_ylabel("mean log-likelihood (grid)")
     ax.set_title("8gaussians: particle dynamics vs MCMC")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

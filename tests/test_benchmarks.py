@@ -16,6 +16,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BENCHMARKS = {
     "bench_ais.py": [["--quick", "--seeds", "1", "--dims", "2"]],
     "bench_fit.py": [["--steps", "20", "--chunk", "10", "--repeats", "1"]],
+    "bench_fit_setup.py": [["--repeats", "1", "--baseline", sys.executable]],
     "bench_sliced_memory.py": [["--dims", "4", "--batch-size", "8", "--projections", "2", "--model", "gaussian",
                                 "--no-time", "--train-steps", "10"]],
     "bench_pcd_defaults.py": [["--quick", "--steps", "4", "--eval-every", "2", "--seed", "1", "--out", "pcd",

@@ -227,10 +227,10 @@ def write_report(a, path, records, libs, skipped, not_run, info, command, starte
         "",
         f"Written by `benchmarks/peers/run.py` ({'finished' if final and not not_run else 'partial'}, "
         f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; started {started}). "
-        "Every number below comes from that run's JSON records (`results.jsonl` in the work folder; this "
-        "report's are kept in `benchmarks/peers/results.jsonl`). "
+        "Every number below comes from that run's JSON records (`results.jsonl` in the work folder; a copy "
+        f"sits next to this report as `{os.path.splitext(os.path.basename(path))[0]}.jsonl`). "
         f"{len(records)} runs, {sum(r.get('process_wall_s', 0.0) for r in records) / 60:.0f} minutes of worker "
-        "wall time in all (the ~40 minutes planned for an idle machine grew with the other jobs' load).",
+        "wall time in all.",
         "",
         "```bash",
         command,

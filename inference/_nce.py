@@ -38,7 +38,6 @@ class NCEState(NamedTuple):
     noise: Any
 
 
-@eqx.filter_jit  # one compiled program (eagerly, a dozen small ones: 4.2 s on digits, 1.5 s jitted)
 def _fitted_gaussian(data: Float[Array, "n *event"], scale: float = 1.0) -> dist.Distribution:
     """A Gaussian fitted to ``data`` (``(n, *event)``): full covariance for vector
     examples, diagonal (independent per coordinate) for examples of higher rank; its
@@ -53,16 +52,6 @@ def _fitted_gaussian(data: Float[Array, "n *event"], scale: float = 1.0) -> dist
         return dist.MultivariateNormal(mean, covariance_matrix=cov)
     std = (jnp.std(data, 0) + 1e-6) * scale
     return dist.Normal(mean, std).to_event(len(event))
-
-
-@eqx.filter_jit
-def _importance_sampled_log_z(model: EBM, noise: Any, num_samples: int, dtype: Any, key: PRNGKeyArray) -> EBM:
-    """``model`` with ``log_z`` set to ``log mean_i p~(y_i) / q(y_i)``, ``y_i ~ q``
-    (``num_samples`` draws of the noise ``q``), in one compiled program."""
-    y = noise.sample(key, (num_samples,)).astype(dtype)
-    log_w = model.log_prob_unnorm_batch(y) - noise.log_prob(y)
-    log_z = jax.nn.logsumexp(log_w) - math.log(num_samples)
-    return eqx.tree_at(lambda m: m.log_z, model, log_z.astype(model.log_z.dtype))
 
 
 def _check_fit_data(data: Float[Array, "n *event"]) -> None:
@@ -193,7 +182,10 @@ class NCE(AbstractStrategy):
             model = eqx.tree_at(lambda m: m.base, model, noise, is_leaf=lambda x: x is None)
         if not self.init_log_z:
             return model
-        return _importance_sampled_log_z(model, noise, self.num_is_samples, jnp.dtype(data.dtype), key)
+        y = noise.sample(key, (self.num_is_samples,)).astype(data.dtype)
+        log_w = model.log_prob_unnorm_batch(y) - noise.log_prob(y)
+        log_z = jax.nn.logsumexp(log_w) - math.log(self.num_is_samples)
+        return eqx.tree_at(lambda m: m.log_z, model, log_z.astype(model.log_z.dtype))
 
     def per_chain(self, state: NCEState) -> NCEState:
         """The noise distribution's parameters are replicated on every device, not split."""

@@ -65,7 +65,7 @@ class _Guard:
     """Host state of the divergence guard: the references and the last healthy carry."""
 
     def __init__(self, guard: DivergenceGuard | None, probe: Any, carry: Carry, static: Any, event_size: int,
-                 watched: Callable[[Any], Any] = lambda model: model):
+                 watched: Callable[[Any], Any]):
         self.guard, self.probe, self.static, self.event_size = guard, probe, static, event_size
         self.watched = watched
         self.rollbacks = 0

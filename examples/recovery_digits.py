@@ -104,16 +104,18 @@ def main(argv=None):
     train_s = time.perf_counter() - t0
     trained = result.ema_model if args.ema else result.model
 
+    # One progressive run: every level for the figure (the first --num-samples chains), and
+    # its level 0 for the judge and the MMD.
+    n_judged = args.num_samples if args.quick else max(args.num_samples, 500)
     t0 = time.perf_counter()
-    levels = strategy.sample(trained, args.num_samples, key=k_sample, num_steps=args.sample_steps,
+    levels = strategy.sample(trained, n_judged, key=jax.random.fold_in(k_sample, 1), num_steps=args.sample_steps,
                              all_levels=True)  # (T+1, n, 64)
     sample_s = time.perf_counter() - t0
+    judged, levels = levels[0], levels[:, : args.num_samples]
 
     # Are the samples digits? A logistic-regression judge trained on the training digits,
     # asked how sure it is of the samples and of the held-out digits.
     judge = LogisticRegression(max_iter=3000).fit(np.asarray(train), np.asarray(y_train))
-    n_judged = 8 if args.quick else max(args.num_samples, 500)
-    judged = strategy.sample(trained, n_judged, key=jax.random.fold_in(k_sample, 1), num_steps=args.sample_steps)
     p_samples = judge.predict_proba(np.clip(np.asarray(judged), -1, 1))
     p_test = judge.predict_proba(np.asarray(test))
 

@@ -191,8 +191,7 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
         r"""The marginal density the ladder implies for level ``t``,
         ``log p~(x) = f(a_{t+1} x, t) / s_t^2``, as an ``EBM`` of ``x`` (for ``level=0``:
         the data with noise ``sigma_0``). Score it with ``evaluate.grid_nll`` or AIS."""
-        model = self._check_model(model)
-        return EBM(self._energy(model, self._check_level(level)), event_shape=model.event_shape)
+        return self.watched_model(self._check_model(model), self._check_level(level))
 
     def conditional_model(self, model: EBM) -> EBM:
         """The conditionals as one ``EBM`` called with ``level=t`` and ``x_next=x_{t+1}``
@@ -217,11 +216,11 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
         return self.sampler(level, noise_scale).run(cond, start, num_steps, key, level=level, x_next=x_next)
 
     # ---- the strategy contract ------------------------------------------------------------
-    def watched_model(self, model: EBM) -> EBM:
-        """What ``fit``'s divergence guard watches: the level-0 density (``level_model(model,
-        0)``), not the energy at its ``default_sigma``, which may be a level the ladder never
-        trains (extrapolated, it can grow without anything being wrong)."""
-        return EBM(self._energy(model, 0), event_shape=model.event_shape)
+    def watched_model(self, model: EBM, level: int = 0) -> EBM:
+        """What ``fit``'s divergence guard watches: the level-0 density (``level_model``
+        without its argument checks), not the energy at its ``default_sigma``, which may be a
+        level the ladder never trains (extrapolated, it can grow without anything being wrong)."""
+        return EBM(self._energy(model, level), event_shape=model.event_shape)
 
     def init(self, model: EBM, data: Float[Array, "n *event"], key: PRNGKeyArray, *, batch_size: int | None = None):
         self._check_model(model, data.shape[1:])

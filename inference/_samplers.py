@@ -182,8 +182,8 @@ class Langevin(AbstractSampler):
         h = self._per_chain(0.5 * self.step_size, x, batched)
         sigma2 = self.step_size if self.noise_scale is None else self.noise_scale**2
         sigma2 = jnp.asarray(sigma2, jnp.float32)
-        beta = jnp.where(sigma2 > 0, jnp.asarray(self.step_size, jnp.float32) / jnp.where(sigma2 > 0, sigma2, 1.0), 0.0)
         safe_sigma2 = jnp.where(sigma2 > 0, sigma2, 1.0)
+        beta = jnp.where(sigma2 > 0, jnp.asarray(self.step_size, jnp.float32) / safe_sigma2, 0.0)  # 1 / temperature
 
         def log_q(to, frm, grad_frm):  # log N(to; frm + h grad, sigma^2 I) up to its constant
             d = jax.lax.stop_gradient(to - frm - h * grad_frm).astype(jnp.float32)

@@ -1,4 +1,7 @@
-"""Convolutional energies for images, with optional spectral normalisation."""
+"""Convolutional energies for images, with optional spectral normalisation.
+
+They take one example ``(C, H, W)`` and compute channel-last inside with ``conv2d``,
+which stays fast inside compiled loops (see ``_conv2d.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from ._conv2d import conv2d
 
 
 def spectral_normalise(weight: Float[Array, "out ..."], num_iterations: int) -> Float[Array, "out ..."]:
@@ -105,13 +110,17 @@ class _ConvNet(eqx.Module):
     def _w(self, weight):
         return spectral_normalise(weight, self.power_iterations) if self.spectral_norm else weight
 
-    def __call__(self, h: Float[Array, "c h w"]) -> Float[Array, ""]:
+    def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, ""]:
+        # Channel-last inside (see ``conv2d``): the weights keep Equinox's OIHW storage,
+        # so files saved before the change load unchanged; the transposes are of the
+        # weights (once per call, not per example under vmap) and of the last activation.
+        h = jnp.transpose(x, (1, 2, 0))
         for conv in self.convs:
-            h = jax.lax.conv_general_dilated(
-                h[None], self._w(conv.weight), conv.stride, conv.padding, dimension_numbers=("NCHW", "OIHW", "NCHW")
-            )[0]
-            h = self.activation(h + conv.bias)
-        return (self._w(self.head.weight) @ h.reshape(-1))[0] + jnp.reshape(self.head.bias, ())
+            kernel = jnp.transpose(self._w(conv.weight), (2, 3, 1, 0))  # OIHW -> HWIO
+            h = conv2d(h, kernel, stride=conv.stride, padding=conv.padding)
+            h = self.activation(h + conv.bias.reshape(-1))
+        features = jnp.transpose(h, (2, 0, 1)).reshape(-1)  # the head reads (C, H, W) order
+        return (self._w(self.head.weight) @ features)[0] + jnp.reshape(self.head.bias, ())
 
 
 class ConvEnergy(eqx.Module):

@@ -1,5 +1,9 @@
 """Convolutional energies: shapes, scalar output, gradients, spectral norm, a fit step on digits."""
 
+import os
+import subprocess
+import sys
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -115,3 +119,108 @@ def test_plot_images(tmp_path):
         ebplot.images(np.zeros((2, 10)))
     with pytest.raises(ValueError, match="^x"):
         ebplot.images(np.zeros((2, 5, 4, 4)))
+
+
+# ---- channel-last convolutions (fast inside compiled loops) ----------------------------
+
+from declebm.models import conv2d  # noqa: E402
+from declebm.models._conv2d import conv2d_native, conv2d_patches  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def _reference_nchw(x_hwc, kernel_hwio, stride, padding):
+    """The channel-first lax convolution the energies used before (NCHW/OIHW)."""
+    y = jax.lax.conv_general_dilated(
+        jnp.transpose(x_hwc, (2, 0, 1))[None], jnp.transpose(kernel_hwio, (3, 2, 0, 1)), stride, padding,
+        dimension_numbers=("NCHW", "OIHW", "NCHW"))[0]
+    return jnp.transpose(y, (1, 2, 0))
+
+
+@pytest.mark.parametrize("shape, ksize, stride, padding", [
+    ((8, 8, 1), 3, (1, 1), ((1, 1), (1, 1))),
+    ((7, 9, 3), 3, (2, 2), ((1, 1), (1, 1))),
+    ((6, 5, 4), 1, (1, 1), ((0, 0), (0, 0))),
+    ((9, 8, 2), 4, (2, 3), ((0, 2), (1, 0))),
+])
+def test_conv2d_equals_the_channel_first_convolution_and_its_gradients(shape, ksize, stride, padding):
+    kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, shape)
+    kernel = jax.random.normal(kk, (ksize, ksize, shape[-1], 5))
+    ref = _reference_nchw(x, kernel, stride, padding)
+    dy = jax.random.normal(kg, ref.shape)
+    for impl in (conv2d_patches, conv2d_native, lambda x, k, s, p: conv2d(x, k, stride=s, padding=p)):
+        out = impl(x, kernel, stride, padding)
+        np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
+        gx, gk = jax.grad(lambda x, k: jnp.vdot(impl(x, k, stride, padding), dy), argnums=(0, 1))(x, kernel)
+        rx, rk = jax.grad(lambda x, k: jnp.vdot(_reference_nchw(x, k, stride, padding), dy), argnums=(0, 1))(x, kernel)
+        np.testing.assert_allclose(gx, rx, atol=1e-4, rtol=1e-5)
+        np.testing.assert_allclose(gk, rk, atol=1e-4, rtol=1e-5)
+    # leading batch axes
+    xb = jnp.stack([x, 2 * x])
+    np.testing.assert_allclose(conv2d(xb, kernel, stride=stride, padding=padding)[1], 2 * ref, atol=1e-4, rtol=1e-5)
+
+
+def test_conv2d_bad_input():
+    x, k = jnp.zeros((8, 8, 3)), jnp.zeros((3, 3, 3, 4))
+    with pytest.raises(ValueError, match=r"^conv2d\(stride"):
+        conv2d(x, k, stride=0)
+    with pytest.raises(ValueError, match=r"^conv2d\(padding"):
+        conv2d(x, k, padding=-1)
+    with pytest.raises(ValueError, match=r"^conv2d: expected x of shape \(\.\.\., H, W, C_in\)"):
+        conv2d(jnp.zeros((3, 8, 8)), k)
+
+
+def test_models_saved_with_the_channel_first_energies_load_and_agree():
+    # Files and values written by the NCHW implementation (commit 6265035, before the
+    # channel-last rewrite): the weights keep Equinox's OIHW storage, so the files load and
+    # give the same energies and scores within 1e-5.
+    ref = np.load(os.path.join(DATA, "conv_nchw_v0_values.npz"))
+    like = eb.EBM(ConvEnergy((1, 8, 8), channels=(4, 8, 8), key=jax.random.key(9)))
+    model = eb.load(os.path.join(DATA, "conv_nchw_v0.eqx"), like=like)
+    np.testing.assert_allclose(model.energy_batch(ref["conv_x"]), ref["conv_energy"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(model.score_batch(ref["conv_x"]), ref["conv_score"], atol=1e-5, rtol=1e-5)
+    like = eb.EBM(NoiseConditionedConvEnergy((3, 6, 5), channels=(4, 8), spectral_norm=True, default_sigma=0.3,
+                                             key=jax.random.key(9)))
+    model = eb.load(os.path.join(DATA, "noise_conv_nchw_v0.eqx"), like=like)
+    energy = model.energy_module
+    e = jax.vmap(lambda x, s: energy(x, sigma=s))(ref["noise_x"], ref["noise_sigma"])
+    g = jax.vmap(jax.grad(lambda x, s: energy(x, sigma=s)))(ref["noise_x"], ref["noise_sigma"])
+    np.testing.assert_allclose(e, ref["noise_energy"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(g, ref["noise_score"], atol=1e-5, rtol=1e-5)
+
+
+_DUMP_SCRIPT = r"""
+import jax, jax.numpy as jnp, optax
+import declebm as eb
+from declebm.inference import AIS, HMC, Langevin, MALA, ShortRunML, DiffusionRecoveryLikelihood
+from declebm.models import ConvEnergy, NoiseConditionedConvEnergy
+k = jax.random.key(0)
+data = jax.random.uniform(k, (64, 1, 8, 8))
+model = eb.EBM(ConvEnergy((1, 8, 8), channels=(4, 8), key=k))
+eb.fit(model, data, ShortRunML(Langevin(1e-3), steps=2), optimizer=optax.adam(1e-4), num_steps=2, batch_size=8,
+       key=k, progress=False)
+for sampler in (Langevin(1e-3), MALA(1e-3), HMC(1e-3, num_integration_steps=2)):
+    eb.sample(model, sampler, num_samples=4, num_steps=2, key=k)
+eb.evaluate.log_z(model, AIS(num_chains=4, num_steps=3), key=k)
+cond = eb.EBM(NoiseConditionedConvEnergy((1, 8, 8), channels=(4, 8), key=k))
+eb.fit(cond, data, DiffusionRecoveryLikelihood(num_levels=2, langevin_steps=2), optimizer=optax.adam(1e-4), num_steps=2,
+       batch_size=8, key=k, progress=False)
+"""
+
+
+def test_no_convolution_op_in_any_compiled_program_on_cpu(tmp_path):
+    # Structural check of the speed fix, without timing: on CPU every program that fit,
+    # sample, the samplers, AIS and recovery likelihood compile for a conv energy holds no
+    # convolution instruction (XLA:CPU runs those slowly inside while-loop bodies); the
+    # convolutions are slices and dots. XLA dumps every optimised module it compiles.
+    dump = tmp_path / "dump"
+    env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={dump} --xla_dump_hlo_as_text", JAX_PLATFORMS="cpu",
+               JAX_ENABLE_COMPILATION_CACHE="false")
+    proc = subprocess.run([sys.executable, "-c", _DUMP_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    texts = {p.name: p.read_text() for p in dump.glob("*after_optimizations.txt")}
+    loops = [name for name, t in texts.items() if " while(" in t]
+    assert len(loops) >= 5, f"expected the compiled loops of fit, the samplers, AIS and recovery, found {loops}"
+    with_conv = sorted(name for name, t in texts.items() if " convolution(" in t)
+    assert not with_conv, f"compiled programs with a convolution instruction: {with_conv}"

@@ -286,11 +286,11 @@ def worker_declebm(row, cfg):
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if cfg.get("flops"):
-        chunk_flops = _cost_flops(run_chunk.lower(*captured["args"]).compile().compiled)
+        chunk_flops = _cost_flops(run_chunk.lower(*captured["args"]).lowered)
         step_flops = 0.0
         if row["kind"] != "dsm":
             fn, args = _langevin_step_fn(row, model, data, strategy, key)
-            step_flops = _cost_flops(fn.lower(*args).compile().compiled)
+            step_flops = _cost_flops(fn.lower(*args).lowered)
         out["chunk_flops"] = chunk_flops
         out["step_flops"] = step_flops
         out["flops"] = chunk_flops + max(row["K"] - 1, 0) * step_flops
@@ -540,7 +540,7 @@ def write_results(path, rows, results, breakdowns, peak, peak_desc, command, not
         "ms/it: median over timed iterations (declebm: `fit` chunks after the first, per step; PyTorch: "
         "iterations after the first), median over repeats. first s: declebm the first chunk's wall time "
         "(compilation included), PyTorch the first iteration. Peak MiB: the subprocess's `ru_maxrss`. "
-        "GFLOP/it: XLA `cost_analysis()` of fit's compiled chunk plus (K - 1) jitted Langevin steps "
+        "GFLOP/it: XLA `cost_analysis()` of fit's lowered chunk plus (K - 1) jitted Langevin steps "
         "(XLA counts a loop body once); the same count for both contenders.",
         "",
         "| row | declebm ms/it | torch ms/it | torch/declebm | declebm first s | torch first s | "

@@ -202,7 +202,7 @@ eb.fit(model, data, ShortRunML(Langevin(1e-3), steps=2), optimizer=optax.adam(1e
        key=k, progress=False)
 for sampler in (Langevin(1e-3), MALA(1e-3), HMC(1e-3, num_integration_steps=2)):
     eb.sample(model, sampler, num_samples=4, num_steps=2, key=k)
-eb.evaluate.log_z(model, AIS(num_chains=4, num_steps=3), key=k)
+eb.evaluate.log_z(model, AIS(num_chains=16, num_steps=3), key=k)
 eb.evaluate.log_z(model, SMC(num_particles=8, num_runs=2, max_num_steps=200), key=k)
 eb.evaluate.long_run(model, Langevin(1e-3), data=data[:8], reference=data[8:16], key=k, chain_lengths=(2, 4),
                      num_chains=4)

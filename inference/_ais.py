@@ -251,6 +251,26 @@ def _run_ais(target, kernel, betas, num_chains, num_replicates, event_shape, key
     return out
 
 
+def pilot_start(model, base, kernel, schedule, num_steps, num_chains, event_shape, precondition, num_mcmc_steps,
+                adapt_step_size, key):
+    r"""A start density from a pilot run: AIS from ``base`` (the standard normal) over
+    ``num_steps`` temperatures with the transitions preconditioned from the population,
+    then a Gaussian fitted to where its chains end (full covariance for vectors, diagonal
+    otherwise), its standard deviations widened by 1.25 so that it has heavier tails than
+    the model where the pilot fell short. The pilot only chooses ``q``; an estimate from
+    exact draws of that ``q`` stays a valid importance-sampling estimate."""
+    pilot_betas = annealing_schedule(schedule, num_steps)
+    out = _run_ais(
+        AnnealedTarget(model, base), kernel, jnp.asarray(pilot_betas, jnp.result_type(float)), num_chains, 1,
+        event_shape, jax.random.fold_in(key, 1), num_mcmc_steps, None, precondition, adapt_step_size,
+    )
+    x = out["positions"].reshape((-1,) + tuple(event_shape))
+    finite = np.asarray(jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1))
+    if finite.sum() < 2:
+        return base
+    return per_example_density(_fitted_gaussian(x[finite], scale=1.25))
+
+
 def _model_draws_exactly(model: Any) -> bool:
     """Whether ``model.energy_module.sample(key, n)`` draws exactly from the model: only when
     the EBM adds no base density and is not tempered."""
@@ -448,24 +468,10 @@ class AIS(AbstractLogZEstimator):
         )
 
     def _pilot_start(self, model, base, betas, per, size, event_shape, kind, key):
-        r"""A start density from a pilot run: AIS from the standard normal over a quarter
-        of the temperatures (at least 20), then a Gaussian fitted to where its chains end
-        (full covariance for vectors, diagonal otherwise), its standard deviations
-        widened by 1.25 so that it has heavier tails than the model where the pilot fell
-        short. The pilot only chooses ``q``; the estimate is the main run's, from exact
-        draws of that ``q``, so it stays a valid importance-sampling estimate."""
         num = max(20, (len(betas) - 1) // 4)
-        pilot_betas = annealing_schedule(self.schedule if isinstance(self.schedule, str) else "sigmoid", num)
-        out = _run_ais(
-            AnnealedTarget(model, base), self.kernel, jnp.asarray(pilot_betas, jnp.result_type(float)),
-            per * self.num_replicates, 1, event_shape, jax.random.fold_in(key, 1),
-            self.num_mcmc_steps, None, kind if self.precondition else None, self.adapt_step_size,
-        )
-        x = out["positions"].reshape((-1,) + tuple(event_shape))
-        finite = np.asarray(jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1))
-        if finite.sum() < 2:
-            return base
-        return per_example_density(_fitted_gaussian(x[finite], scale=1.25))
+        schedule = self.schedule if isinstance(self.schedule, str) else "sigmoid"
+        return pilot_start(model, base, self.kernel, schedule, num, per * self.num_replicates, event_shape,
+                           kind if self.precondition else None, self.num_mcmc_steps, self.adapt_step_size, key)
 
     def _checks(self, log_z, ess, acceptance, betas, rep_log_z, rep_weight_se, out, gap, stderr):
         """``(failed, sentence)`` for each reliability check of a run (see ``LogZEstimate``)."""

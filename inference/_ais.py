@@ -294,8 +294,27 @@ class AIS(AbstractLogZEstimator):
 
     The start ``q`` is, in order: ``base`` if given (any NumPyro distribution over one
     example); the model's own base density (``EBM(energy, base=...)``); a Gaussian fitted
-    to ``data`` when ``evaluate.log_z``/``log_likelihood`` are given data; a standard normal.
-    The closer ``q`` is to the model, the fewer temperatures are needed.
+    to ``data`` when ``evaluate.log_z``/``log_likelihood`` are given data; else (with
+    ``pilot=True``) a Gaussian fitted to where a pilot run from the standard normal ends
+    (a quarter of the temperatures, transitions preconditioned from the population; see
+    ``pilot_start``). The closer ``q`` is to the model, the fewer temperatures are needed:
+    on a 40-D Gaussian with covariance eigenvalues 0.1..500 the standard-normal start
+    misses log Z by 9 nats, the pilot's by 0.01.
+
+    Transitions run in the coordinates whitened by ``q``'s mean and scale when ``q`` is a
+    Gaussian (``precondition``), and the kernel's step size follows the acceptance from
+    temperature to temperature toward its ``target_acceptance`` (``adapt_step_size``).
+    The chains are split into ``num_replicates`` independent replicates: ``stderr`` is
+    the larger of the weights' delta-method error and the replicates' spread (widened by
+    Student's t), because the weights of one run understate the error when every chain
+    misses the same mass.
+
+    Reliability: the estimate carries ``reliable`` and ``warnings`` (also issued as
+    ``RuntimeWarning``) when the ESS is below 10% of the chains, the acceptance fell
+    below 0.05 at some temperature, the replicates disagree beyond what their weights
+    claim, chains ran away (a density that may not integrate), or BDMC's gap exceeds 4
+    standard errors. An energy that is NaN where chains go is an error naming the model;
+    ``+inf`` is a valid constraint (zero density, proposals there are rejected).
 
     Arguments:
         num_chains: number of independent AIS chains (weights averaged).
@@ -307,6 +326,13 @@ class AIS(AbstractLogZEstimator):
             used at every temperature; aim for acceptance 0.5-0.9 at ``b = 1``
             (``diagnostics["acceptance_rate"]`` reports it per temperature).
         num_mcmc_steps: transitions per temperature.
+        num_replicates: independent replicates the chains are split into (8).
+        precondition: ``"auto"`` (default), ``"dense"`` or ``"diagonal"``: how the pilot
+            estimates the population covariance (``"auto"``: dense for at most 256
+            coordinates and at least twice as many chains), and the main run whitens
+            by ``q``; ``None``: no preconditioning.
+        adapt_step_size: adapt the step size per temperature (True).
+        pilot: fit the start to a pilot run when no start is given (True).
         schedule: ``"sigmoid"`` (default; Grosse et al. 2015), ``"geometric"``,
             ``"linear"`` (see ``annealing_schedule``), or an array of inverse temperatures
             increasing strictly from 0 to 1.

@@ -32,6 +32,9 @@ class LogZEstimate(NamedTuple):
         gap: ``log_z_upper - log_z_lower`` (``None`` without a reverse run): how far
             apart the two sides are; when it is large, more temperatures or better
             transitions are needed before ``log_z`` can be trusted.
+        reliable: ``False`` when a check of the run failed (``warnings`` says which):
+            then ``log_z`` and ``stderr`` are not to be trusted. ``None``: not checked.
+        warnings: one sentence per failed check (also issued as ``RuntimeWarning``).
     """
 
     log_z: Float[Array, ""]
@@ -42,6 +45,20 @@ class LogZEstimate(NamedTuple):
     log_z_lower: Float[Array, ""] | None = None
     log_z_upper: Float[Array, ""] | None = None
     gap: Float[Array, ""] | None = None
+    reliable: bool | None = None
+    warnings: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        def num(v):
+            return "None" if v is None else f"{float(v):.4g}"
+
+        parts = [f"log_z={num(self.log_z)}", f"stderr={num(self.stderr)}", f"ess={num(self.ess)}"]
+        if self.log_z_upper is not None:
+            parts += [f"log_z_upper={num(self.log_z_upper)}", f"gap={num(self.gap)}"]
+        parts.append(f"reliable={self.reliable}")
+        if self.warnings:
+            parts.append(f"warnings={len(self.warnings)}")
+        return f"LogZEstimate({', '.join(parts)})"
 
 
 def summarise_log_weights(log_weights: Float[Array, " n"]) -> tuple[Array, Array, Array]:
@@ -62,6 +79,34 @@ def summarise_log_weights(log_weights: Float[Array, " n"]) -> tuple[Array, Array
     stderr = jnp.std(u, ddof=1) / (jnp.sqrt(n) * mean_u) if n > 1 else jnp.full((), jnp.nan, u.dtype)
     ess = jnp.sum(u) ** 2 / jnp.sum(u**2)
     return log_mean, stderr, ess
+
+
+def replicate_stderr(replicate_log_z: Float[Array, " r"]) -> Float[Array, ""]:
+    r"""The standard error of ``log mean_r Z_r`` from ``R`` independent replicates, widened
+    so that ``log_z +- 1.96 stderr`` is a 95% interval although the spread is itself
+    estimated from ``R`` numbers: the delta-method ``std(Z_r) / (sqrt(R) mean(Z_r))``
+    times ``t_{R-1, 0.975} / 1.96`` (Student's t)."""
+    r = replicate_log_z.shape[0]
+    _, se, _ = summarise_log_weights(replicate_log_z)
+    return se * (float(_t975(r - 1)) / 1.959964) if r > 1 else se
+
+
+def _t975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom."""
+    import scipy.stats  # scipy comes with jax
+
+    return float(scipy.stats.t.ppf(0.975, df))
+
+
+def reliability(checks: list[tuple[bool, str]], owner: str) -> tuple[bool, tuple[str, ...]]:
+    """``(reliable, warnings)`` from ``(failed, sentence)`` pairs; each failed check is also
+    issued as a ``RuntimeWarning`` naming the estimator."""
+    import warnings as _warnings
+
+    said = tuple(msg for failed, msg in checks if failed)
+    for msg in said:
+        _warnings.warn(f"{owner}: {msg}", RuntimeWarning, stacklevel=4)
+    return not said, said
 
 
 class AbstractLogZEstimator(eqx.Module):

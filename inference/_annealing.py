@@ -42,7 +42,9 @@ class AnnealedTarget(eqx.Module):
 
     def log_prob_unnorm(self, x: Float[Array, "*event"], beta: Float[Array, ""]) -> Float[Array, ""]:
         lp, lq = self.log_densities(x)
-        return lq + beta * (lp - lq)
+        # An energy of +inf (zero density, a hard constraint) gives lp = -inf: at beta = 0
+        # the bridge is q itself, not 0 * (-inf) = NaN.
+        return jnp.where(beta == 0, lq, lq + beta * (lp - lq))
 
 
 class WhitenedGaussian(eqx.Module):

@@ -23,8 +23,11 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractLogZEstimator, AbstractSampler, LogZEstimate
 from declebm._checks import check_positive, check_probability
-from declebm._estimator import summarise_log_weights
+from declebm._estimator import reliability, replicate_stderr, summarise_log_weights
 
+import numpy as np
+
+from ._ais import pilot_start, preconditioner_kind
 from ._annealing import AnnealedTarget, check_kernel, draw_start, prepare
 from ._samplers import MALA
 
@@ -32,9 +35,16 @@ from ._samplers import MALA
 def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_steps, max_num_steps, key):
     """One adaptive tempered SMC run in a ``lax.while_loop`` until ``b`` reaches 1.
     Returns ``(log Z, final log weights, steps taken, b per step, acceptance per step)``."""
+    def log_ratio(x):
+        # +inf energy (a hard constraint) is zero density: a finite floor keeps BlackJAX's
+        # tempering solver and weights free of 0 * (-inf); NaN passes through (and is
+        # reported).
+        r = target.log_ratio(x)
+        return jnp.where(r == -jnp.inf, jnp.finfo(r.dtype).min / 4, r)
+
     smc = blackjax.adaptive_tempered_smc(
         logprior_fn=lambda x: jnp.sum(target.base.log_prob(x)),
-        loglikelihood_fn=target.log_ratio,
+        loglikelihood_fn=log_ratio,
         mcmc_step_fn=lambda k, s, logdensity_fn: kernel.step_chain(k, s, logdensity_fn),
         mcmc_init_fn=lambda x, logdensity_fn: kernel.init_chain(logdensity_fn, x),
         mcmc_parameters={},
@@ -48,23 +58,25 @@ def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_st
     state = state._replace(tempering_param=jnp.zeros((), dtype))
     buffers = (jnp.full(max_num_steps, jnp.nan, dtype), jnp.full(max_num_steps, jnp.nan, jnp.float32))
     log_w_final = jnp.zeros(num_particles, dtype)
+    any_nan = lambda x: jnp.any(jnp.isnan(jax.vmap(target.log_ratio)(x)))  # noqa: E731
 
     def cond(carry):
-        state, _, i, _, _, _ = carry
-        return (state.tempering_param < 1.0) & (i < max_num_steps)
+        state, _, i, _, _, _, nan = carry
+        return (state.tempering_param < 1.0) & (i < max_num_steps) & ~nan
 
     def body(carry):
-        state, log_z, i, k, (betas, acceptance), _ = carry
+        state, log_z, i, k, (betas, acceptance), _, _ = carry
         k, k_step = jax.random.split(k)
         state, info = smc.step(k_step, state)
         log_z = log_z + info.log_likelihood_increment.astype(dtype)
         betas = betas.at[i].set(state.tempering_param)
         acceptance = acceptance.at[i].set(jnp.mean(info.update_info.acceptance_rate))
-        return state, log_z, i + 1, k, (betas, acceptance), jnp.log(state.weights)
+        return state, log_z, i + 1, k, (betas, acceptance), jnp.log(state.weights), any_nan(state.particles)
 
-    init = (state, jnp.zeros((), dtype), jnp.zeros((), jnp.int32), k_run, buffers, log_w_final)
-    state, log_z, num_steps, _, (betas, acceptance), log_w_final = jax.lax.while_loop(cond, body, init)
-    return log_z, log_w_final, num_steps, state.tempering_param, betas, acceptance
+    init = (state, jnp.zeros((), dtype), jnp.zeros((), jnp.int32), k_run, buffers, log_w_final,
+            any_nan(state.particles))
+    state, log_z, num_steps, _, (betas, acceptance), log_w_final, nan = jax.lax.while_loop(cond, body, init)
+    return log_z, log_w_final, num_steps, state.tempering_param, betas, acceptance, nan, state.particles
 
 
 @eqx.filter_jit
@@ -105,9 +117,10 @@ class SMC(AbstractLogZEstimator):
     target_ess: float = 0.9
     kernel: AbstractSampler = MALA(step_size=0.1)
     num_mcmc_steps: int = 10
-    num_runs: int = 4
+    num_runs: int = 8
     base: Any = None
     max_num_steps: int = 1000
+    pilot: bool = True
 
     def __check_init__(self):
         check_positive(self.num_particles, "num_particles", integer=True)
@@ -118,24 +131,54 @@ class SMC(AbstractLogZEstimator):
         if not 0.0 < float(self.target_ess) < 1.0:
             raise ValueError(f"target_ess: expected a fraction strictly between 0 and 1, got {self.target_ess!r}")
         check_kernel(self.kernel)
+        if not isinstance(self.pilot, bool):
+            raise TypeError(f"pilot: expected True or False, got {self.pilot!r}")
 
     def estimate(
         self, model: Any, key: PRNGKeyArray, *, data: Float[Array, "n *event"] | None = None, **kwargs
     ) -> LogZEstimate:
         """Run ``num_runs`` SMC runs on ``model``; see the class docstring."""
         model, data, event_shape, base = prepare("SMC", model, data, self.base, kwargs)
-        log_zs, log_w, num_steps, final_beta, betas, acceptance = _run_smc(
+        start = "given" if self.base is not None else "model.base" if model.base is not None else (
+            "data" if data is not None else "standard normal")
+        if self.pilot and start == "standard normal":
+            size, chains = int(np.prod(event_shape)), self.num_particles * self.num_runs
+            base = pilot_start(model, base, self.kernel, "sigmoid", 250, chains, event_shape,
+                               preconditioner_kind("auto", chains, size), 1, True, jax.random.fold_in(key, 7))
+            start = "pilot"
+        log_zs, log_w, num_steps, final_beta, betas, acceptance, nan, particles = _run_smc(
             AnnealedTarget(model, base), self.kernel, self.num_particles, event_shape, float(self.target_ess),
             self.num_mcmc_steps, self.max_num_steps, self.num_runs, key,
         )
+        if bool(jnp.any(nan)):
+            raise ValueError(
+                "model: its energy is NaN at positions the SMC particles reached, so it is not a density there; "
+                "an energy of +inf is allowed (zero density), NaN is not"
+            )
         if not bool(jnp.all(final_beta >= 1.0)):
             raise RuntimeError(
                 f"SMC: tempering stopped at inverse temperature {float(jnp.min(final_beta)):.4g} < 1 after "
                 f"max_num_steps={self.max_num_steps} steps; raise max_num_steps or lower target_ess"
             )
-        log_z, stderr, _ = summarise_log_weights(log_zs)
+        log_z = summarise_log_weights(log_zs)[0]
+        stderr = replicate_stderr(log_zs)
         ess = jnp.mean(jnp.exp(2 * jax.nn.logsumexp(log_w, -1) - jax.nn.logsumexp(2 * log_w, -1)))
-        diagnostics = {"num_steps": num_steps, "schedule": betas, "acceptance_rate": acceptance}
+        diagnostics = {"num_steps": num_steps, "schedule": betas, "acceptance_rate": acceptance, "start": start}
+        acc = np.asarray(acceptance)
+        low_acc = float(np.nanmin(acc)) if np.isfinite(acc).any() else 1.0
+        size = float(np.max(np.abs(np.asarray(particles))))
+        spread = float(np.std(np.asarray(log_zs), ddof=1)) if self.num_runs > 1 else 0.0
+        checks = [
+            (not np.isfinite(float(log_z)), f"log_z is {float(log_z)}"),
+            (low_acc < 0.05,
+             f"the acceptance rate fell to {low_acc:.3g} at some tempering step: the particles stopped moving; lower "
+             "the kernel's step size"),
+            (self.num_runs > 1 and spread > 1.0,
+             f"the {self.num_runs} runs disagree (log Z sd {spread:.3g} nats): the estimate is not settled"),
+            (not size <= 1e6, f"particles ran away (largest |x| {size:.3g}): the density may not be integrable"),
+        ]
+        reliable, said = reliability(checks, "SMC")
         return LogZEstimate(
-            log_z=log_z, stderr=stderr, ess=ess, log_weights=log_zs, diagnostics=diagnostics, log_z_lower=log_z
+            log_z=log_z, stderr=stderr, ess=ess, log_weights=log_zs, diagnostics=diagnostics, log_z_lower=log_z,
+            reliable=reliable, warnings=said,
         )

@@ -15,6 +15,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 # it advertises is given. A new benchmark fails test_every_benchmark_has_a_smoke_run until added.
 BENCHMARKS = {
     "bench_ais.py": [["--quick", "--seeds", "1", "--dims", "2"]],
+    "bench_log_z.py": [["--quick", "--dims", "3", "--mixture-dims", "2", "--low", "0.5", "--high", "5", "--seeds", "1",
+                        "--out", "log_z.md"]],
     "bench_fit.py": [["--steps", "20", "--chunk", "10", "--repeats", "1"]],
     "bench_fit_setup.py": [["--repeats", "1", "--baseline", sys.executable]],
     "bench_images.py": [["--quick", "--out", "images.md"],

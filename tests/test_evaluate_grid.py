@@ -49,3 +49,28 @@ def test_grid_bad_input():
         eb.evaluate.grid_log_z(m2, resolution=0)
     with pytest.raises(ValueError, match="data"):
         eb.evaluate.grid_nll(m2, np.zeros((4, 3), np.float32))
+
+
+class _HalfNaN(eqx.Module):
+    """NaN on the half plane x0 > 0.5, a Gaussian elsewhere."""
+
+    def __call__(self, x):
+        return jnp.where(x[0] > 0.5, jnp.nan, 0.5 * jnp.sum(x**2))
+
+
+class _HalfPlane(eqx.Module):
+    """A valid hard constraint: +inf on x0 < 0 (zero density), a Gaussian elsewhere."""
+
+    def __call__(self, x):
+        return jnp.where(x[0] < 0, jnp.inf, 0.5 * jnp.sum(x**2))
+
+
+def test_grid_refuses_a_nan_energy_and_accepts_an_infinite_one():
+    x = jax.random.normal(jax.random.key(0), (100, 2))
+    with pytest.raises(ValueError, match=r"^model: the energy is NaN at \d+ of \d+ grid points"):
+        eb.evaluate.grid_nll(eb.EBM(_HalfNaN(), event_shape=(2,)), x)
+    with pytest.raises(ValueError, match=r"^model: the energy is NaN"):
+        eb.evaluate.grid_log_z(eb.EBM(_HalfNaN(), event_shape=(2,)), bounds=(-5, 5))
+    # +inf: half of a standard normal, log Z = log(2 pi / 2)
+    got = float(eb.evaluate.grid_log_z(eb.EBM(_HalfPlane(), event_shape=(2,)), bounds=(-6, 6), resolution=400))
+    np.testing.assert_allclose(got, np.log(np.pi), atol=2e-3)

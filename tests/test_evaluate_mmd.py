@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import declebm as eb
+
 from declebm.evaluate import median_bandwidth, mmd
 
 
@@ -87,3 +89,19 @@ def test_constant_samples_give_a_number():
     assert float(same) == pytest.approx(0.0, abs=1e-6)
     apart = mmd(np.zeros((10, 2), np.float32), np.ones((12, 2), np.float32))
     assert np.isfinite(float(apart)) and float(apart) > 0.1
+
+
+def test_mmd_is_finite_and_scale_free_for_huge_values_and_tiny_bandwidths():
+    # Squares of |x| > ~1e19 overflow float32 (inf - inf = NaN in the distances), and
+    # 1 / (2 h^2) overflows for h < ~1e-19: the scaled form gives the same value as unit scale.
+    x = jax.random.normal(jax.random.key(0), (40, 3))
+    y = jax.random.normal(jax.random.key(1), (40, 3)) + 0.5
+    ref = float(eb.evaluate.mmd(x, y, bandwidth=1.0))
+    for s in (1e20, 1e30, 1e-30):
+        got = float(eb.evaluate.mmd(x * s, y * s, bandwidth=s))
+        assert np.isfinite(got) and abs(got - ref) < 1e-5 * max(1.0, abs(ref)) + 1e-6, (s, got, ref)
+    assert np.isfinite(float(eb.evaluate.mmd(x * 1e20, y * 1e20)))  # median bandwidth too
+    np.testing.assert_allclose(eb.evaluate.median_bandwidth(x * 1e20), eb.evaluate.median_bandwidth(x) * 1e20,
+                               rtol=1e-5)
+    # a bandwidth far below every distance: the kernel vanishes between distinct points
+    assert float(eb.evaluate.mmd(x, y, bandwidth=1e-25)) == 0.0

@@ -110,12 +110,25 @@ def _edge_mass(log_p: Array, resolution: int, dim: int) -> float:
     return float((total - inner) / total) if total > 0 else 1.0
 
 
+def _refuse_nan(log_p: Array, points: Array, what: str) -> None:
+    """Raise, naming the energy, when ``log p~`` is NaN anywhere (an energy of ``+inf`` is a
+    valid constraint, NaN is not a density)."""
+    nan = np.isnan(np.asarray(log_p))
+    if nan.any():
+        first = np.round(np.asarray(points)[np.argmax(nan)], 4).tolist()
+        raise ValueError(
+            f"model: the energy is NaN at {int(nan.sum())} of {nan.size} {what}s (the first at x = {first}), so the "
+            f"model is not a density there; an energy of +inf is allowed (zero density), NaN is not"
+        )
+
+
 def _grid_log_z(model: EBM, bounds: Any, resolution: Any) -> tuple[Array, Array]:
     _check_model(model)
     model = strong_dtypes(model)
     check_energy(model, model.event_shape)
     points, cell = grid_points(model, bounds, resolution)
     log_p = _log_prob_unnorm(model, points)
+    _refuse_nan(log_p, points, "grid point")
     dim = points.shape[1]
     res = round(points.shape[0] ** (1 / dim))
     edge = _edge_mass(log_p, res, dim)
@@ -166,7 +179,9 @@ def grid_nll(model: EBM, data: Any, *, bounds: Bounds | None = None, resolution:
                 f"the grid has no mass; widen bounds or leave them out (the default box covers the data)"
             )
     log_z = grid_log_z(model, bounds=bounds, resolution=resolution)
-    return -jnp.mean(_log_prob_unnorm(strong_dtypes(model), x)) + log_z
+    log_p = _log_prob_unnorm(strong_dtypes(model), x)
+    _refuse_nan(log_p, x, "data point")
+    return -jnp.mean(log_p) + log_z
 
 
 def grid_log_prob(

@@ -43,6 +43,13 @@ def sq_dists(a: Array, b: Array) -> Array:
     return jnp.maximum(sq, 0.0)
 
 
+def _common_scale(*arrays: Array) -> Array:
+    """``max |a|`` over the arrays (1 when all are 0): dividing by it keeps squared
+    distances far from float overflow (|x| above ~1e19 overflows float32 squares)."""
+    top = jnp.max(jnp.stack([jnp.max(jnp.abs(a)) for a in arrays]))
+    return jnp.where(top > 0, top, 1.0)
+
+
 def median_bandwidth(x: Float[ArrayLike, "n ..."], y: Float[ArrayLike, "m ..."] | None = None) -> Float[Array, ""]:
     r"""The median heuristic: the median distance between distinct points of the pooled
     sample ``x`` (and ``y``), computed on at most 1000 points of each. Used as the
@@ -50,25 +57,35 @@ def median_bandwidth(x: Float[ArrayLike, "n ..."], y: Float[ArrayLike, "m ..."] 
 
     When more than half the pairs coincide (e.g. constant samples) the median is 0, a
     degenerate kernel; then the median of the non-zero distances is used, and 1 if all
-    points coincide (every bandwidth then gives the same MMD, 0)."""
+    points coincide (every bandwidth then gives the same MMD, 0). Computed on the points
+    divided by their largest magnitude, so any finite input gives a finite bandwidth."""
     a = _flat(x, "x")[:_MEDIAN_POINTS]
     if y is not None:
         a = jnp.concatenate([a, _flat(y, "y")[:_MEDIAN_POINTS]])
+    scale = _common_scale(a)
+    a = a / scale
     sq = sq_dists(a, a)
     n = a.shape[0]
     off = sq[~np.eye(n, dtype=bool)]
     median = jnp.median(off)
     nonzero = jnp.nanmedian(jnp.where(off > 0, off, jnp.nan))
     h2 = jnp.where(median > 0, median, jnp.where(jnp.any(off > 0), nonzero, 1.0))
-    return jnp.sqrt(h2)
+    return jnp.where(jnp.any(off > 0), jnp.sqrt(h2) * scale, 1.0)
 
 
 @jax.jit
 def _mmd2(x: Array, y: Array, bandwidths: Array) -> Array:
-    gamma = 1.0 / (2.0 * bandwidths**2)  # (B,)
+    # Scaled form: distances of x / s and y / s (s = the largest magnitude), and the kernel
+    # as exp(-(d_s * (s / h))^2 / 2), so neither |x| near float's range nor a bandwidth
+    # near 0 overflows to inf - inf or 0 * inf (a zero distance gives k = 1 at any h).
+    scale = _common_scale(x, y)
+    x, y = x / scale, y / scale
+    ratio = scale / bandwidths  # (B,), may be inf for a tiny bandwidth
 
     def mean_kernel(sq, exclude_diagonal):
-        k = jnp.mean(jnp.exp(-sq[..., None] * gamma), axis=-1)  # mixture: average over bandwidths
+        d = jnp.sqrt(sq)[..., None]
+        r = jnp.where(d > 0, d * ratio, 0.0)
+        k = jnp.mean(jnp.exp(-0.5 * r**2), axis=-1)  # mixture: average over bandwidths
         total = jnp.sum(k)
         if exclude_diagonal:
             size = sq.shape[0]

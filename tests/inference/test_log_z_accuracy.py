@@ -1,0 +1,124 @@
+"""Default AIS() and SMC(): accuracy on correlated Gaussians and an unequal mixture, error
+bars that cover the truth, and no quiet wrong numbers (NaN, +inf constraints, densities
+that do not integrate)."""
+
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import declebm as eb
+from declebm.inference import AIS, SMC
+
+
+class _Quadratic(eqx.Module):
+    """A user-declared energy ``(x - m)^T P (x - m) / 2 + c``."""
+
+    mean: jax.Array
+    precision: jax.Array
+    offset: float = eqx.field(static=True)
+
+    def __call__(self, x):
+        d = x - self.mean
+        return 0.5 * d @ self.precision @ d + self.offset
+
+
+def correlated_gaussian(dim, *, low=0.1, high=500.0, seed=0, offset=3.0):
+    """Covariance eigenvalues log-spaced in [low, high] in a random basis, a shifted mean and
+    an energy offset; returns the model and its exact log Z."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    ev = np.geomspace(low, high, dim)
+    precision = (q / ev) @ q.T
+    energy = _Quadratic(jnp.asarray(2.0 * rng.normal(size=dim), jnp.float32),
+                        jnp.asarray(0.5 * (precision + precision.T), jnp.float32), offset)
+    return eb.EBM(energy, event_shape=(dim,)), 0.5 * dim * np.log(2 * np.pi) + 0.5 * np.sum(np.log(ev)) - offset
+
+
+class _TwoModes(eqx.Module):
+    def __call__(self, x):
+        a = jnp.log(0.3) - 0.5 * jnp.sum((x - 2.0) ** 2)
+        b = jnp.log(0.7) - 0.5 * jnp.sum((x + 2.0) ** 2)
+        return -jnp.logaddexp(a, b)
+
+
+def _quiet(fn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return fn()
+
+
+@pytest.mark.parametrize("estimator", [AIS(), SMC()], ids=["AIS", "SMC"])
+def test_defaults_are_accurate_on_a_10d_correlated_gaussian_and_an_unequal_mixture(estimator):
+    # Condition number 5000 (eigenvalues 0.1..500), the start a standard normal: the
+    # estimators' pilot run fits the start. Measured over seeds 0-1 (benchmarks/
+    # RESULTS_log_z.md has the full table): errors at most 0.02 (AIS) and 0.04 (SMC).
+    model, truth = correlated_gaussian(10)
+    est = eb.evaluate.log_z(model, estimator, key=jax.random.key(0))
+    assert abs(float(est.log_z) - truth) < 0.1 and est.reliable
+    mix = eb.EBM(_TwoModes(), event_shape=(10,))
+    est = eb.evaluate.log_z(mix, estimator, key=jax.random.key(0))
+    assert abs(float(est.log_z) - 5 * np.log(2 * np.pi)) < 0.1 and est.reliable
+
+
+def test_the_stderr_covers_the_truth_over_keys():
+    # 24 keys on a 5-D correlated Gaussian (condition number 500), small AIS runs: the 95%
+    # interval log_z +- 1.96 stderr must hold the truth. With a true coverage of 95% the
+    # count is Binomial(24, 0.95): P(count <= 20) = 0.03, so at least 21 of 24 is asked.
+    model, truth = correlated_gaussian(5, low=0.1, high=50.0, seed=1)
+    ais = AIS(num_chains=256, num_steps=100)
+    errors, stderrs = [], []
+    for seed in range(24):
+        est = _quiet(lambda: eb.evaluate.log_z(model, ais, key=jax.random.key(seed)))
+        errors.append(float(est.log_z) - truth)
+        stderrs.append(float(est.stderr))
+    covered = np.abs(errors) <= 1.96 * np.asarray(stderrs)
+    assert covered.sum() >= 21, (np.round(errors, 4).tolist(), np.round(stderrs, 4).tolist())
+    # and the bars are not vacuous: the typical error bar is within 5x the typical error
+    assert np.median(stderrs) < 5 * np.median(np.abs(errors)) + 1e-3
+
+
+class _HalfPlane(eqx.Module):
+    """+inf energy (zero density) for x0 < 0: a valid hard constraint; log Z = log pi."""
+
+    def __call__(self, x):
+        return jnp.where(x[0] < 0, jnp.inf, 0.5 * jnp.sum(x**2))
+
+
+class _HalfNaN(eqx.Module):
+    def __call__(self, x):
+        return jnp.where(x[0] < 0, jnp.nan, 0.5 * jnp.sum(x**2))
+
+
+class _Unbounded(eqx.Module):
+    """E = -|x|^2 / 2: exp(-E) does not integrate."""
+
+    def __call__(self, x):
+        return -0.5 * jnp.sum(x**2)
+
+
+class _Linear(eqx.Module):
+    def __call__(self, x):
+        return -jnp.sum(x)
+
+
+@pytest.mark.parametrize("estimator", [AIS(num_chains=256, num_steps=200), SMC(num_particles=256, num_runs=4)],
+                         ids=["AIS", "SMC"])
+def test_never_a_quiet_wrong_number(estimator):
+    key = jax.random.key(0)
+    # +inf is a constraint: chains are rejected there, the estimate is finite and right
+    est = eb.evaluate.log_z(eb.EBM(_HalfPlane(), event_shape=(2,)), estimator, key=key)
+    assert abs(float(est.log_z) - np.log(np.pi)) < 4 * float(est.stderr) + 0.02
+    # NaN is an error naming the model
+    with pytest.raises(ValueError, match=r"^model: its energy is NaN"):
+        eb.evaluate.log_z(eb.EBM(_HalfNaN(), event_shape=(2,)), estimator, key=key)
+    # densities that do not integrate: flagged, with a warning
+    for energy in (_Unbounded(), _Linear()):
+        with pytest.warns(RuntimeWarning, match=type(estimator).__name__):
+            est = eb.evaluate.log_z(eb.EBM(energy, event_shape=(2,)), estimator, key=key)
+        assert est.reliable is False and est.warnings
+    # a short repr
+    assert len(repr(est).splitlines()) == 1 and len(repr(est)) < 200 and "reliable=False" in repr(est)

@@ -84,11 +84,18 @@ def summarise_log_weights(log_weights: Float[Array, " n"]) -> tuple[Array, Array
 def replicate_stderr(replicate_log_z: Float[Array, " r"]) -> Float[Array, ""]:
     r"""The standard error of ``log mean_r Z_r`` from ``R`` independent replicates, widened
     so that ``log_z +- 1.96 stderr`` is a 95% interval although the spread is itself
-    estimated from ``R`` numbers: the delta-method ``std(Z_r) / (sqrt(R) mean(Z_r))``
-    times ``t_{R-1, 0.975} / 1.96`` (Student's t)."""
+    estimated from ``R`` numbers: the larger of the delta-method
+    ``std(Z_r) / (sqrt(R) mean(Z_r))`` and ``std(log Z_r) / sqrt(R)``, times
+    ``t_{R-1, 0.975} / 1.96`` (Student's t). The second term matters when the replicates
+    disagree by many nats: then one ``Z_r`` dominates and the delta method saturates near
+    1 nat however far apart they are."""
     r = replicate_log_z.shape[0]
     _, se, _ = summarise_log_weights(replicate_log_z)
-    return se * (float(_t975(r - 1)) / 1.959964) if r > 1 else se
+    if r < 2:
+        return se
+    finite = jnp.where(jnp.isfinite(replicate_log_z), replicate_log_z, jnp.nan)
+    log_se = jnp.nanstd(finite, ddof=1) / jnp.sqrt(r)
+    return jnp.maximum(se, log_se) * (float(_t975(r - 1)) / 1.959964)
 
 
 def _t975(df: int) -> float:

@@ -34,7 +34,8 @@ class LogLikelihoodEstimate(NamedTuple):
         log_likelihood_upper: ``mean log p~ - log_z_lower``, a stochastic upper bound.
         gap: ``log_likelihood_upper - log_likelihood_lower`` (``None`` without reverse run).
         per_example: ``log p~(x_i) - log_z`` for each example, shape ``(n,)``.
-        log_z: the full ``LogZEstimate`` the numbers came from.
+        log_z: the full ``LogZEstimate`` the numbers came from; ``reliable`` and
+            ``warnings`` are its own.
     """
 
     log_likelihood: Float[Array, ""]
@@ -44,6 +45,24 @@ class LogLikelihoodEstimate(NamedTuple):
     gap: Float[Array, ""] | None
     per_example: Float[Array, " n"]
     log_z: LogZEstimate
+
+    @property
+    def reliable(self) -> bool | None:
+        """The log Z estimate's verdict (``LogZEstimate.reliable``)."""
+        return self.log_z.reliable
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The log Z estimate's warnings (``LogZEstimate.warnings``)."""
+        return self.log_z.warnings
+
+    def __repr__(self) -> str:
+        def num(v):
+            return "None" if v is None else f"{float(v):.4g}"
+
+        return (f"LogLikelihoodEstimate(log_likelihood={num(self.log_likelihood)}, stderr={num(self.stderr)}, "
+                f"lower={num(self.log_likelihood_lower)}, upper={num(self.log_likelihood_upper)}, "
+                f"n={self.per_example.shape[0]}, reliable={self.reliable})")
 
 
 def _check_model_and_data(model: Any, estimator: Any, data: Any) -> tuple[EBM, Array | None]:

@@ -122,3 +122,11 @@ def test_never_a_quiet_wrong_number(estimator):
         assert est.reliable is False and est.warnings
     # a short repr
     assert len(repr(est).splitlines()) == 1 and len(repr(est)) < 200 and "reliable=False" in repr(est)
+
+
+def test_log_likelihood_reports_the_estimates_reliability_and_prints_short():
+    model, _ = correlated_gaussian(3, low=0.5, high=5.0)
+    data = jax.random.normal(jax.random.key(1), (50, 3))
+    ll = eb.evaluate.log_likelihood(model, data, AIS(num_chains=64, num_steps=50), key=jax.random.key(0))
+    assert ll.reliable is ll.log_z.reliable and ll.reliable is not None and ll.warnings == ll.log_z.warnings
+    assert len(repr(ll).splitlines()) == 1 and "reliable=" in repr(ll) and "n=50" in repr(ll)

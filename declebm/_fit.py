@@ -223,7 +223,9 @@ def fit(
 
     # ---- initial state ---------------------------------------------------------------
     init_key, train_key = jax.random.split(key)
-    model = strong_dtypes(strategy.init_model(model, data, jax.random.fold_in(init_key, 1)))
+    if type(strategy).init_model is not AbstractStrategy.init_model:  # the default is the identity:
+        # no key to derive for it (eagerly, fold_in is a program compiled on first use)
+        model = strong_dtypes(strategy.init_model(model, data, jax.random.fold_in(init_key, 1)))
     strategy_state = strong_dtypes(strategy.init(model, data, init_key, batch_size=batch_size))
     if mesh is not None:  # every array of the model (trained or not) on every device
         model = replicate_model(model, mesh)
@@ -274,7 +276,7 @@ def fit(
     )
     probe = None
     if divergence_guard is not None:
-        probe = draw_probe(divergence_guard.num_probe, data, jax.random.fold_in(init_key, 2))
+        probe = draw_probe(divergence_guard.num_probe, data, init_key)
         if mesh is not None:
             probe = place(probe, replicated(mesh))
 

@@ -87,16 +87,21 @@ class Probe(NamedTuple):
         return jnp.concatenate([data[self.index], self.around.astype(data.dtype)])
 
 
+_PROBE_TAG = 0x9E3779B9  # any fixed number: separates the probe's NumPy stream from the key's other uses
+
+
 def draw_probe(num_probe: int, data: Float[Array, "n *event"], key: PRNGKeyArray) -> Probe:
     """``min(num_probe, n)`` distinct rows of ``data`` and ``num_probe`` draws from the
     per-coordinate Gaussian ``fit_noise`` fits to it.
 
-    The random draws are NumPy's, seeded from ``key``'s bits, on the host: a probe is
-    drawn once per ``fit``, and drawn with ``jax.random`` its permutation and normals
-    were a compiled program (threefry rounds and a sort) that took 0.3-0.6 s to compile,
-    a sixth of a small model's start. ``fit_noise`` is the eager fit the MCMC strategies'
-    ``init`` also makes, so for them it reuses compiled code."""
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    The random draws are NumPy's, on the host: a probe is drawn once per ``fit``, and
+    drawn with ``jax.random`` its permutation and normals were a program of their own
+    (threefry rounds and a sort) that took 0.3-0.6 s of CPU to compile, about a tenth of
+    the start of a small model's training. ``fit_noise`` is the eager fit the MCMC
+    strategies' ``init`` also makes, so for them it reuses compiled code."""
+    # Seeded by the key's bits and a tag of the probe's own, so that its draws are not
+    # those of any other use of the same key; key_data needs no compiled program.
+    rng = np.random.default_rng([*np.asarray(jax.random.key_data(key)).ravel().tolist(), _PROBE_TAG])
     n = data.shape[0]
     index = rng.choice(n, min(num_probe, n), replace=False).astype(np.int32)
     loc, scale = (np.asarray(v, np.float64) for v in fit_noise(data, "gaussian"))

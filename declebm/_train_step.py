@@ -125,9 +125,15 @@ def _one_step(spec: StepSpec, carry: Carry, step: Array, data: Array, active: Ar
     return out, metrics
 
 
-def _spread(spec: StepSpec, params: PyTree, points: Array) -> Float[Array, ""]:
-    """The divergence guard's energy spread of the density the strategy trains."""
-    return energy_spread(spec.strategy.watched_model(eqx.combine(params, spec.static)), points)
+def _spreads(spec: StepSpec, before: PyTree, after: PyTree, points: Array) -> Float[Array, "2"]:
+    """The divergence guard's energy spread of the density the strategy trains, with the
+    parameters ``before`` and ``after`` a chunk: one forward pass over both (``vmap``),
+    so the compiled chunk holds one copy of it rather than two."""
+
+    def spread(params):
+        return energy_spread(spec.strategy.watched_model(eqx.combine(params, spec.static)), points)
+
+    return jax.vmap(spread)(jax.tree.map(lambda a, b: jnp.stack([a, b]), before, after))
 
 
 @eqx.filter_jit
@@ -138,13 +144,12 @@ def run_chunk(spec: StepSpec, carry: Carry, data: Array, start: Array, stop: Arr
     Returns ``(carry, metrics, spreads)``: with the divergence guard's ``probe``,
     ``spreads`` holds the energy spread on its points before and after the chunk (else
     ``None``), measured here rather than by a program of their own."""
-    points = None if probe is None else probe.points(data)
-    spread_before = None if probe is None else _spread(spec, carry.params, points)
+    start_params = carry.params
     steps = start + jnp.arange(spec.chunk_size, dtype=jnp.int32)
     carry, metrics = jax.lax.scan(lambda c, s: _one_step(spec, c, s, data, s < stop), carry, steps)
     if spec.carry_shardings is not None:  # keep every chunk's output placed as its input
         carry = constrain(carry, spec.carry_shardings)
-    spreads = None if probe is None else jnp.stack([spread_before, _spread(spec, carry.params, points)])
+    spreads = None if probe is None else _spreads(spec, start_params, carry.params, probe.points(data))
     return carry, metrics, spreads
 
 

@@ -8,6 +8,21 @@ the contenders interleaved, ``--repeats`` rounds; the table gives the median.
     python benchmarks/bench_fit_setup.py --repeats 3
     python benchmarks/bench_fit_setup.py --baseline /tmp/old/bin/python   # also another declebm:
         # a Python (e.g. a venv's) where `pip install <its checkout>` installed it
+
+"CPU s" is user + sys time of the process over the same interval: on a shared machine it
+moves far less than the wall time. Measured (``--repeats 3 --baseline`` with the code before
+the change, shared 2-core CPU under load; details and the causes that remain in
+``RESULTS_fit_setup.md``):
+
+| loop | first chunk, s | CPU s | XLA compilations | peak RSS MiB |
+|---|---|---|---|---|
+| fit (after) | 4.97 | 4.95 | 10 | 554 |
+| hand-written | 4.69 | 3.46 | 13 | 459 |
+| fit (before) | 5.90 | 5.87 | 16 | 545 |
+
+fit / hand-written in CPU s: 1.70 before, 1.43 after; most of what remains is compiling
+fit's larger chunk (2.5-2.7 CPU s against 1.5), whose per-leaf finite checks and selects
+cannot be merged without moving training results by an ulp.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import PRNGKeyArray, PyTree
+from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ._checks import check_examples, check_key, check_positive, strong_dtypes
 from ._checkpoint import check_checkpoint_dir, load_checkpoint, run_fingerprint
@@ -18,10 +18,10 @@ from ._devices import (
     check_divides, check_state_divides, make_mesh, place, replicate_model, replicated, split, state_shardings,
 )
 from ._ebm import EBM, check_energy, trainable_filter
-from ._guard import DivergenceGuard
+from ._guard import DivergenceGuard, draw_probe
 from ._loop import TrainingDivergedError, train_loop
 from ._strategy import AbstractStrategy
-from ._train_step import Carry, StepSpec
+from ._train_step import Carry, StepSpec, host_scalar
 
 
 class FitResult(eqx.Module):
@@ -223,19 +223,22 @@ def fit(
 
     # ---- initial state ---------------------------------------------------------------
     init_key, train_key = jax.random.split(key)
-    model = strong_dtypes(strategy.init_model(model, data, jax.random.fold_in(init_key, 1)))
+    if type(strategy).init_model is not AbstractStrategy.init_model:  # the default is the identity:
+        # no key to derive for it (eagerly, fold_in is a program compiled on first use)
+        model = strong_dtypes(strategy.init_model(model, data, jax.random.fold_in(init_key, 1)))
     strategy_state = strong_dtypes(strategy.init(model, data, init_key, batch_size=batch_size))
     if mesh is not None:  # every array of the model (trained or not) on every device
         model = replicate_model(model, mesh)
     params, static = eqx.partition(model, trainable_filter(model))
+    opt_state, lr_scale, diverged, step = _initial_state(optimizer, params)
     carry = Carry(
         params=params,
-        opt_state=strong_dtypes(_optimizer_init(optimizer, params)),
+        opt_state=strong_dtypes(opt_state),
         strategy_state=strategy_state,
         ema=params if ema_decay is not None else None,
-        lr_scale=jnp.asarray(1.0, jnp.float32),
-        diverged=jnp.asarray(False),
-        step=jnp.asarray(0, dtype=jnp.int32),
+        lr_scale=lr_scale,
+        diverged=diverged,
+        step=step,
     )
     if mesh is not None:
         rep = replicated(mesh)
@@ -264,7 +267,7 @@ def fit(
         optimizer=optimizer,
         static=static,
         key=train_key,
-        ema_decay=None if ema_decay is None else jnp.asarray(ema_decay, jnp.float32),
+        ema_decay=None if ema_decay is None else host_scalar(ema_decay, np.float32),
         batch_size=batch_size,
         chunk_size=chunk_size,
         mesh=mesh,
@@ -273,7 +276,7 @@ def fit(
     )
     probe = None
     if divergence_guard is not None:
-        probe = divergence_guard.probe_points(data, jax.random.fold_in(init_key, 2))
+        probe = draw_probe(divergence_guard.num_probe, data, init_key)
         if mesh is not None:
             probe = place(probe, replicated(mesh))
 
@@ -296,7 +299,8 @@ def fit(
 
 
 @eqx.filter_jit
-def _optimizer_init(optimizer: optax.GradientTransformation, params: Any) -> Any:
-    """``optimizer.init(params)`` as one compiled program (eagerly, each of its leaves is a
-    program of its own, compiled on first use)."""
-    return optimizer.init(params)
+def _initial_state(optimizer: optax.GradientTransformation, params: Any) -> tuple[Any, Array, Array, Array]:
+    """``optimizer.init(params)`` and the carry's counters (``lr_scale`` 1, ``diverged``
+    false, ``step`` 0) as one compiled program: eagerly, each leaf of the optimizer's
+    state and each counter is a program of its own, compiled on first use."""
+    return optimizer.init(params), jnp.asarray(1.0, jnp.float32), jnp.asarray(False), jnp.asarray(0, jnp.int32)

@@ -3,15 +3,16 @@ they reach NaN, and hand back the last healthy model."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._checks import check_positive
-from ._sample import draw_noise, fit_noise
+from ._sample import fit_noise
 
 
 class DivergenceGuard(eqx.Module):
@@ -68,25 +69,49 @@ class DivergenceGuard(eqx.Module):
 
     def probe_points(self, data: Float[Array, "n *event"], key: PRNGKeyArray) -> Float[Array, "m *event"]:
         """``num_probe`` training examples and ``num_probe`` draws around the data."""
-        return _probe_points(self.num_probe, data, key)
+        return draw_probe(self.num_probe, data, key).points(data)
 
     def reference(self, spread: float, event_size: int) -> float:
         return max(spread, 1.0 + event_size)
 
 
-@eqx.filter_jit
-def _probe_points(num_probe: int, data: Float[Array, "n *event"], key: PRNGKeyArray) -> Float[Array, "m *event"]:
-    # One compiled program instead of a dozen eager ones (each compiled on first use).
-    k_pick, k_noise = jax.random.split(key)
-    n = min(num_probe, data.shape[0])
-    picked = data[jax.random.choice(k_pick, data.shape[0], (n,), replace=False)]
-    loc, scale = fit_noise(data, "gaussian")
-    around = draw_noise(loc, scale, "gaussian", num_probe, k_noise).astype(data.dtype)
-    return jnp.concatenate([picked, around])
+class Probe(NamedTuple):
+    """The guard's probe points, kept as what draws them: the rows ``index`` of the
+    training data and the points ``around`` them. ``fit`` gathers the rows inside its
+    compiled chunk, from the data it already holds, instead of in a program of its own."""
+
+    index: Int[Array, " k"]
+    around: Float[Array, "m *event"]
+
+    def points(self, data: Float[Array, "n *event"]) -> Float[Array, "k+m *event"]:
+        return jnp.concatenate([data[self.index], self.around.astype(data.dtype)])
 
 
-@eqx.filter_jit
-def energy_spread(model: Any, probe: Array) -> Float[Array, ""]:
-    """``std`` of the model's energy over the probe points (``inf`` if any is not finite)."""
+_PROBE_TAG = 0x9E3779B9  # any fixed number: separates the probe's NumPy stream from the key's other uses
+
+
+def draw_probe(num_probe: int, data: Float[Array, "n *event"], key: PRNGKeyArray) -> Probe:
+    """``min(num_probe, n)`` distinct rows of ``data`` and ``num_probe`` draws from the
+    per-coordinate Gaussian ``fit_noise`` fits to it.
+
+    The random draws are NumPy's, on the host: a probe is drawn once per ``fit``, and
+    drawn with ``jax.random`` its permutation and normals were a program of their own
+    (threefry rounds and a sort) that took 0.3-0.6 s of CPU to compile, about a tenth of
+    the start of a small model's training. ``fit_noise`` is the eager fit the MCMC
+    strategies' ``init`` also makes, so for them it reuses compiled code."""
+    # Seeded by the key's bits and a tag of the probe's own, so that its draws are not
+    # those of any other use of the same key; key_data needs no compiled program.
+    rng = np.random.default_rng([*np.asarray(jax.random.key_data(key)).ravel().tolist(), _PROBE_TAG])
+    n = data.shape[0]
+    index = rng.choice(n, min(num_probe, n), replace=False).astype(np.int32)
+    loc, scale = (np.asarray(v, np.float64) for v in fit_noise(data, "gaussian"))
+    around = loc + scale * rng.standard_normal((num_probe,) + tuple(data.shape[1:]))
+    # device_put, not jnp.asarray: that compiles a small copy program for each shape
+    return Probe(jax.device_put(index), jax.device_put(around.astype(np.dtype(data.dtype))))
+
+
+def energy_spread(model: Any, probe: Float[Array, "m *event"]) -> Float[Array, ""]:
+    """``std`` of the model's energy over the probe points (``inf`` if any is not finite).
+    Traced inside ``fit``'s chunk, which returns it with the chunk's results."""
     e = model.energy_batch(probe)
     return jnp.where(jnp.all(jnp.isfinite(e)), jnp.std(e), jnp.inf)

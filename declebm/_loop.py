@@ -9,13 +9,12 @@ from typing import Any, Callable, Sequence
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._checkpoint import save_checkpoint
-from ._guard import DivergenceGuard, energy_spread
+from ._guard import DivergenceGuard, Probe
 from ._progress import Progress
-from ._train_step import Carry, StepSpec, check_same_signature, run_chunk, signature
+from ._train_step import Carry, StepSpec, check_same_signature, host_scalar, run_chunk, signature
 
 
 class TrainingDivergedError(RuntimeError):
@@ -62,35 +61,36 @@ def _metric_scale(means: dict[str, float]) -> float:
 
 
 class _Guard:
-    """Host state of the divergence guard: the references and the last healthy carry."""
+    """Host state of the divergence guard: the references and the last healthy carry.
 
-    def __init__(self, guard: DivergenceGuard | None, probe: Any, carry: Carry, static: Any, event_size: int,
-                 watched: Callable[[Any], Any]):
-        self.guard, self.probe, self.static, self.event_size = guard, probe, static, event_size
-        self.watched = watched
+    The energy spreads come from the chunk itself (``run_chunk``'s ``spreads``: before
+    and after it); the reference is the spread before the first chunk of this call."""
+
+    def __init__(self, guard: DivergenceGuard | None, carry: Carry, event_size: int):
+        self.guard, self.event_size = guard, event_size
         self.rollbacks = 0
         self.healthy = carry
-        self.ref = guard.reference(self.spread(carry), event_size) if guard is not None else None
+        self.ref: float | None = None
         self.ref_metrics: float | None = None
 
-    def spread(self, carry: Carry) -> float:
-        return float(energy_spread(self.watched(eqx.combine(carry.params, self.static)), self.probe))
-
-    def verdict(self, carry: Carry, means: dict[str, float]) -> str | None:
+    def verdict(self, carry: Carry, means: dict[str, float], spreads: Any) -> str | None:
         """``None`` when the chunk is fine, else why the run diverged. Updates the last
         healthy carry."""
         nonfinite = bool(carry.diverged)
         if self.guard is None:
-            self.healthy = eqx.tree_at(lambda c: c.diverged, carry, jnp.asarray(False))
+            self.healthy = eqx.tree_at(lambda c: c.diverged, carry, host_scalar(False, bool))
             return "the loss, a gradient or a parameter became non-finite" if nonfinite else None
         g = self.guard
-        spread, scale = self.spread(carry), _metric_scale(means)
+        before, spread = (float(s) for s in np.asarray(spreads))
+        if self.ref is None:
+            self.ref = g.reference(before, self.event_size)
+        scale = _metric_scale(means)
         if self.ref_metrics is None and np.isfinite(scale):
             self.ref_metrics = g.reference(scale, self.event_size)
         ref_metrics = self.ref_metrics if self.ref_metrics is not None else np.inf
         if spread <= g.healthy_growth * self.ref and scale <= g.healthy_growth * ref_metrics:
             # After a non-finite step the carry holds the last finite update: keep it if healthy.
-            self.healthy = eqx.tree_at(lambda c: c.diverged, carry, jnp.asarray(False))
+            self.healthy = eqx.tree_at(lambda c: c.diverged, carry, host_scalar(False, bool))
         if nonfinite:
             return "the loss, a gradient or a parameter became non-finite"
         if not spread <= g.max_growth * self.ref:
@@ -106,9 +106,9 @@ class _Guard:
         return None
 
 
-def _run_chunk(spec: StepSpec, carry: Carry, data: Any, stop: Any):
+def _run_chunk(spec: StepSpec, carry: Carry, data: Any, stop: Any, probe: Probe | None):
     try:
-        return run_chunk(spec, carry, data, carry.step, stop)
+        return run_chunk(spec, carry, data, carry.step, stop, probe)
     except TypeError as e:
         # A step that changes the type of what it carries: say which leaf, in one line.
         lines = [ln.strip() for ln in str(e).splitlines() if "carry component" in ln]
@@ -128,7 +128,7 @@ def train_loop(
     num_steps: int,
     history: dict[str, list],
     guard: DivergenceGuard | None,
-    probe: Any,
+    probe: Probe | None,
     event_size: int,
     callbacks: Sequence[Callable],
     progress: str,
@@ -138,22 +138,22 @@ def train_loop(
 ) -> tuple[Carry, dict[str, list]]:
     """Run chunks until ``num_steps`` updates are applied or a callback stops training."""
     static = spec.static
-    watch = _Guard(guard, probe, carry, static, event_size, spec.strategy.watched_model)
+    watch = _Guard(guard, carry, event_size)
     bar = Progress(num_steps, progress, initial=int(carry.step))
     t_start = time.perf_counter() - (history["time"][-1] if history.get("time") else 0.0)
     next_ckpt = (int(carry.step) // checkpoint_every + 1) * checkpoint_every if checkpoint_every else None
     sig = signature(carry)
-    stop = jnp.asarray(num_steps, jnp.int32)
+    stop = host_scalar(num_steps, np.int32)
 
     def checkpoint(c: Carry) -> None:
         save_checkpoint(checkpoint_dir, c, history, step=int(c.step), run=run)
 
     try:
         while int(carry.step) < num_steps:
-            carry, metrics = _run_chunk(spec, carry, data, stop)
+            carry, metrics, spreads = _run_chunk(spec, carry, data, stop, probe)
             check_same_signature(sig, signature(carry))
             means = _chunk_means(metrics)
-            why = watch.verdict(carry, means)
+            why = watch.verdict(carry, means, spreads)
             if why is not None:
                 healthy = watch.healthy
                 if guard is not None and guard.rollback and watch.rollbacks < guard.max_rollbacks:

@@ -15,10 +15,12 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from ._devices import constrain, split
+from ._guard import Probe, energy_spread
 from ._strategy import AbstractStrategy
 
 
@@ -55,6 +57,12 @@ class StepSpec(eqx.Module):
     mesh: Any = eqx.field(static=True, default=None)  # a one-axis jax Mesh, or None for one device
     carry_shardings: Any = None  # a Carry of NamedShardings (multi-device), else None
     shard_data: bool = eqx.field(static=True, default=False)
+
+
+def host_scalar(value: Any, dtype: Any) -> Array:
+    """A 0-d array of ``dtype`` put on the default device, without the small conversion
+    program that ``jnp.asarray`` compiles for each dtype on first use."""
+    return jax.device_put(np.asarray(value, dtype))
 
 
 def draw_batch(spec: StepSpec, data: Array, key: PRNGKeyArray) -> Array:
@@ -117,15 +125,32 @@ def _one_step(spec: StepSpec, carry: Carry, step: Array, data: Array, active: Ar
     return out, metrics
 
 
+def _spreads(spec: StepSpec, before: PyTree, after: PyTree, points: Array) -> Float[Array, "2"]:
+    """The divergence guard's energy spread of the density the strategy trains, with the
+    parameters ``before`` and ``after`` a chunk: one forward pass over both (``vmap``),
+    so the compiled chunk holds one copy of it rather than two."""
+
+    def spread(params):
+        return energy_spread(spec.strategy.watched_model(eqx.combine(params, spec.static)), points)
+
+    return jax.vmap(spread)(jax.tree.map(lambda a, b: jnp.stack([a, b]), before, after))
+
+
 @eqx.filter_jit
-def run_chunk(spec: StepSpec, carry: Carry, data: Array, start: Array, stop: Array):
+def run_chunk(spec: StepSpec, carry: Carry, data: Array, start: Array, stop: Array, probe: Probe | None = None):
     """``spec.chunk_size`` steps from ``start`` in one ``lax.scan``; steps at or after
-    ``stop`` are computed but not applied (a partial last chunk reuses the same code)."""
+    ``stop`` are computed but not applied (a partial last chunk reuses the same code).
+
+    Returns ``(carry, metrics, spreads)``: with the divergence guard's ``probe``,
+    ``spreads`` holds the energy spread on its points before and after the chunk (else
+    ``None``), measured here rather than by a program of their own."""
+    start_params = carry.params
     steps = start + jnp.arange(spec.chunk_size, dtype=jnp.int32)
     carry, metrics = jax.lax.scan(lambda c, s: _one_step(spec, c, s, data, s < stop), carry, steps)
     if spec.carry_shardings is not None:  # keep every chunk's output placed as its input
         carry = constrain(carry, spec.carry_shardings)
-    return carry, metrics
+    spreads = None if probe is None else _spreads(spec, start_params, carry.params, probe.points(data))
+    return carry, metrics, spreads
 
 
 def signature(tree: PyTree) -> list[tuple[str, str]]:

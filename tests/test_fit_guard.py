@@ -2,6 +2,8 @@
 argument checked before the first step, the divergence guard and its rollback,
 progress modes, and compiled code reused across calls."""
 
+import contextlib
+import logging
 import os
 import time
 
@@ -86,6 +88,50 @@ def test_second_fit_reuses_the_compiled_step(trace_counts):
     # Other weights, other data of the same shape, another key: no new trace.
     eb.fit(eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(5))), _data() + 1.0, strategy, key=jax.random.key(2), **kw)
     assert trace_counts.counts["loss"] == 1
+
+
+@contextlib.contextmanager
+def _programs_compiled():
+    """The names (``jit(f)``) of the XLA programs compiled inside the block, as JAX logs them
+    when it lowers one (a persistent-cache hit is logged too, so reruns count the same)."""
+    names: list[str] = []
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if message.startswith("Compiling "):
+                names.append(message.split()[1])
+
+    logger, handler = logging.getLogger("jax._src.interpreters.pxla"), Record(logging.DEBUG)
+    old_level, old_log = logger.level, jax.config.jax_log_compiles
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        yield names
+    finally:
+        jax.config.update("jax_log_compiles", old_log)
+        logger.setLevel(old_level)
+        logger.removeHandler(handler)
+
+
+def test_the_divergence_guard_compiles_no_program_of_its_own():
+    # Its probe is drawn on the host and its energy spread measured inside the chunk, so a
+    # guarded fit compiles the programs of an unguarded one: the strategy's eager start, the
+    # optimizer's state and the chunk, once each. Sizes no other test uses make every one new.
+    def compiled(n, dim, guard):
+        data = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
+        model = eb.EBM(MLPEnergy(dim, 5, 1, key=jax.random.key(0)))
+        with _programs_compiled() as names:
+            eb.fit(model, data, PersistentCD(Langevin(0.05), steps=2, num_chains=n // 8), optimizer=optax.adam(1e-3),
+                   num_steps=6, batch_size=8, chunk_size=4, key=jax.random.key(1), progress=False,
+                   divergence_guard=guard)
+        return names
+
+    guarded, unguarded = compiled(203, 3, eb.DivergenceGuard()), compiled(211, 4, None)
+    assert len(guarded) == len(unguarded), (guarded, unguarded)
+    for names in guarded, unguarded:
+        assert names.count("jit(run_chunk)") == 1 and names.count("jit(_initial_state)") == 1, names
 
 
 def _counting_callback(seen):

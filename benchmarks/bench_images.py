@@ -53,6 +53,7 @@ ratio = PyTorch ms / declebm ms:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -138,6 +139,27 @@ def _declebm_setup(row):
         else:
             strategy = inference.ShortRunML(inference.Langevin(EPS), steps=row["K"], noise="uniform")
     return eb.EBM(energy), data, strategy, key
+
+
+@contextlib.contextmanager
+def recorded_chunk():
+    """Within the block, ``fit``'s compiled chunk records the arguments of its first call;
+    yields a dict whose ``"flops"`` (after the block) lowers the chunk with them and returns
+    XLA's FLOP count of one chunk, without compiling it a second time."""
+    from declebm import _loop
+
+    captured, run_chunk = {}, _loop.run_chunk
+
+    def recording(*args):
+        captured.setdefault("args", args)
+        return run_chunk(*args)
+
+    _loop.run_chunk = recording
+    try:
+        yield captured
+    finally:
+        _loop.run_chunk = run_chunk
+    captured["flops"] = lambda: _cost_flops(run_chunk.lower(*captured["args"]).lowered)
 
 
 def _cost_flops(stage):
@@ -263,7 +285,6 @@ def worker_declebm(row, cfg):
     import jax
     import optax
     import declebm as eb
-    from declebm import _loop
 
     t_start = time.perf_counter()
     model, data, strategy, key = _declebm_setup(row)
@@ -277,19 +298,11 @@ def worker_declebm(row, cfg):
         n = len(stamps) - 1  # timed chunks (the first holds compilation)
         return n >= cfg["min_iters"] and (stamps[-1] - stamps[0] >= cfg["seconds"] or n >= max_chunks)
 
-    captured = {}
-    run_chunk = _loop.run_chunk
-
-    def recording(*args):
-        captured.setdefault("args", args)
-        return run_chunk(*args)
-
-    _loop.run_chunk = recording
     t_fit = time.perf_counter()
-    eb.fit(model, data, strategy, optimizer=optax.adam(LR), num_steps=chunk * (1 + max_chunks),
-           batch_size=row["batch"], chunk_size=chunk, key=key, progress=False, divergence_guard=None,
-           callbacks=[stop_when_timed])
-    _loop.run_chunk = run_chunk
+    with recorded_chunk() as captured:
+        eb.fit(model, data, strategy, optimizer=optax.adam(LR), num_steps=chunk * (1 + max_chunks),
+               batch_size=row["batch"], chunk_size=chunk, key=key, progress=False, divergence_guard=None,
+               callbacks=[stop_when_timed])
     per_iter = [(b - a) / chunk * 1e3 for a, b in zip(stamps, stamps[1:])]
     out = {
         "ms": statistics.median(per_iter), "iters": len(per_iter) * chunk, "chunk": chunk,
@@ -297,7 +310,7 @@ def worker_declebm(row, cfg):
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if cfg.get("flops"):
-        chunk_flops = _cost_flops(run_chunk.lower(*captured["args"]).lowered)
+        chunk_flops = captured["flops"]()
         step_flops = 0.0
         if row["kind"] != "dsm":
             fn, args = _langevin_step_fn(row, model, data, strategy, key)

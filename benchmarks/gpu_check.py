@@ -37,13 +37,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import declebm as eb  # noqa: E402
-from declebm import _loop, inference, models  # noqa: E402
+from declebm import inference, models  # noqa: E402
 
-from bench_images import _cost_flops, _langevin_step_fn  # noqa: E402
+from bench_images import _cost_flops, _langevin_step_fn, recorded_chunk  # noqa: E402
 
 FULL = dict(
     image_shape=(3, 32, 32), image_channels=(128, 128, 128), image_batches=(128, 256), image_examples=4096,
@@ -74,27 +73,17 @@ def timed_fit(model, data, strategy, *, steps, batch, chunk, optimizer, key, sec
         n = len(stamps) - 1
         return seconds is not None and n >= min_chunks and stamps[-1] - stamps[0] >= seconds
 
-    captured = {}
-    run_chunk = _loop.run_chunk
-
-    def recording(*args):
-        captured.setdefault("args", args)
-        return run_chunk(*args)
-
-    _loop.run_chunk = recording
     kwargs = {} if guard == "default" else {"divergence_guard": guard}
     t = time.perf_counter()
-    try:
+    with recorded_chunk() as captured:
         eb.fit(model, data, strategy, optimizer=optimizer, num_steps=steps, batch_size=batch, chunk_size=chunk,
                key=key, progress=False, callbacks=[cb], **kwargs)
-    finally:
-        _loop.run_chunk = run_chunk
     wall = time.perf_counter() - t
     per_step = [(b - a) / chunk * 1e3 for a, b in zip(stamps, stamps[1:])]
     out = {"ms": statistics.median(per_step) if per_step else float("nan"), "first_s": stamps[0] - t,
            "wall_s": wall, "loss": losses[-1], "steps": len(stamps) * chunk}
     if flops_row is not None:
-        chunk_flops = _cost_flops(run_chunk.lower(*captured["args"]).lowered)  # no second compilation
+        chunk_flops = captured["flops"]()  # no second compilation
         step_flops = 0.0
         if flops_row["K"] > 1:
             fn, args = _langevin_step_fn(flops_row, model, data, strategy, key)

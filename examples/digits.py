@@ -76,7 +76,7 @@ NAMES = tuple(n for n in STRATEGY_NAMES if n in STRATEGIES)
 
 # CPU defaults, and the tiny settings of --quick; an option given explicitly wins over both.
 DEFAULTS = dict(steps=2000, batch_size=128, width=256, ais_chains=256, ais_steps=5000, sample_steps=1000)
-QUICK = dict(steps=5, batch_size=16, width=16, ais_chains=8, ais_steps=10, sample_steps=16)
+QUICK = dict(steps=5, batch_size=16, width=16, ais_chains=16, ais_steps=10, sample_steps=16)
 
 
 def build_parser() -> argparse.ArgumentParser:

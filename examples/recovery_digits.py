@@ -86,7 +86,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.quick:
         args.steps, args.width, args.langevin_steps = min(args.steps, 5), min(args.width, 16), min(args.langevin_steps, 3)
-        args.num_samples, args.ais_chains, args.ais_steps = min(args.num_samples, 8), min(args.ais_chains, 8), min(args.ais_steps, 10)
+        args.num_samples, args.ais_chains, args.ais_steps = min(args.num_samples, 8), min(args.ais_chains, 16), min(args.ais_steps, 10)
         args.sample_steps = min(args.sample_steps, 3)
     key = jax.random.key(args.seed)
     k_data, k_model, k_fit, k_sample, k_ais = jax.random.split(key, 5)

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocess smoke runs: `pytest -m "not slow"` skips them
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 # Benchmarks have no --quick; each gets tiny settings here, and between its runs every option

@@ -15,6 +15,8 @@ import pytest
 import declebm as eb
 from declebm.models import GaussianEnergy
 
+pytestmark = pytest.mark.slow  # subprocess smoke runs: `pytest -m "not slow"` skips them
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 PEERS = os.path.join(ROOT, "benchmarks", "peers")
 

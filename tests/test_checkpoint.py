@@ -339,6 +339,7 @@ def test_fit_checks_checkpoint_dir_before_training(tmp_path, bad, exc):
 # ---- kill -9 -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_times_and_at_the_worst_instants_resumes_exactly(tmp_path):
     """Each life of the worker resumes from the folder; some are SIGKILLed by the parent at a
     random instant after their first chunk, others kill themselves inside save_checkpoint at

@@ -139,6 +139,7 @@ def test_shard_data_needs_devices():
                progress=False, shard_data=True)
 
 
+@pytest.mark.slow
 def test_two_processes_train_together(tmp_path):
     """Multi-host through jax.distributed: two processes on loopback (gloo on CPU), each
     with its own rows of data, train one model (examples/multihost.py --launch-local 2)."""

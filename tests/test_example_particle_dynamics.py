@@ -1,9 +1,12 @@
 """The particle_dynamics example runs end to end with tiny settings, every option used."""
 
+import pytest
 import json
 import os
 import subprocess
 import sys
+
+pytestmark = pytest.mark.slow  # subprocess smoke runs: `pytest -m "not slow"` skips them
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 SCRIPT = os.path.join(ROOT, "examples", "particle_dynamics.py")

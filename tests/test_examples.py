@@ -37,6 +37,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocess smoke runs: `pytest -m "not slow"` skips them
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.py")))
 CONVENTION = ("--steps", "--out", "--seed", "--quick")
@@ -46,6 +48,7 @@ STEPS = "3"
 # and checks each left a JSON file in its --out; exits non-zero on the first failure.
 _DRIVER = r"""
 import glob, json, os, runpy, sys, traceback
+
 script, runs = sys.argv[1], json.loads(sys.argv[2])
 for argv, out in runs:
     sys.argv = [script, *argv]

@@ -214,6 +214,7 @@ eb.fit(cond, data, DiffusionRecoveryLikelihood(num_levels=2, langevin_steps=2), 
 """
 
 
+@pytest.mark.slow
 def test_no_convolution_op_in_any_compiled_program_on_cpu(tmp_path):
     # Structural check of the speed fix, without timing: on CPU every program that fit,
     # sample, the samplers, AIS, SMC, long_run, recovery likelihood and particle dynamics

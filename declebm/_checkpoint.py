@@ -386,16 +386,25 @@ def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run
         raise
     _hook("published", final)
     # Older than the newest `keep`, or newer than this one (a damaged or abandoned later
-    # checkpoint that resume fell back from): renamed aside, then deleted.
+    # checkpoint that resume fell back from).
+    _retire(directory, step, keep, newer=True)
+    return final
+
+
+def _retire(directory: str, step: int, keep: int, *, newer: bool) -> None:
+    """Remove the checkpoints older than the ``keep`` newest up to ``step`` (and, with
+    ``newer``, those after ``step``): each renamed aside, then deleted, so a kill midway
+    leaves no half-deleted checkpoint."""
     steps = _complete_steps(directory)
     upto = [sp for sp in steps if sp[0] <= step]
-    for _, path in [sp for sp in steps if sp[0] > step] + upto[:-keep]:
+    retired = upto[:-keep] + ([sp for sp in steps if sp[0] > step] if newer else [])
+    for _, path in retired:
         aside = _temp_name(directory, "old")
         os.rename(path, aside)
         _hook("removing", aside)
         _remove(aside)
-    fsync_dir(directory)
-    return final
+    if retired:
+        fsync_dir(directory)
 
 
 def _verify(path: str) -> tuple[dict | None, str]:
@@ -459,7 +468,12 @@ def load_checkpoint(directory: str, like: Any, *, run: dict, num_steps: int) -> 
                 f"resuming from the previous complete checkpoint {path} (step {step})",
                 stacklevel=3,
             )
-        return _read(path, meta, like, run=run, num_steps=num_steps, directory=directory)
+        loaded = _read(path, meta, like, run=run, num_steps=num_steps, directory=directory)
+        # A kill between publishing a checkpoint and retiring the oldest leaves one too many:
+        # a resume keeps the promise of the `KEEP` newest (the damaged newer ones stay until
+        # the next save replaces them).
+        _retire(directory, step, KEEP, newer=False)
+        return loaded
     raise ValueError(
         f"resume: every checkpoint in {directory!r} is damaged: {'; '.join(r for _, r in damaged)}. "
         f"Remove the folder to start over, or restore it from a backup."

@@ -71,6 +71,21 @@ def test_the_two_newest_are_kept_and_the_newest_is_loaded(tmp_path, run):
     assert load_checkpoint(str(tmp_path / "empty"), _carry(0), run=run, num_steps=100) is None
 
 
+def test_a_resume_after_a_kill_between_publishing_and_retiring_keeps_the_two_newest(tmp_path, run, monkeypatch):
+    # A kill after a checkpoint is published and before the oldest is retired leaves three;
+    # the resume that follows retires the extra one (before, three stayed until the next
+    # save, and none came when the run was already complete).
+    import declebm._checkpoint as ckpt
+
+    _save(tmp_path, [10, 20], run)
+    with monkeypatch.context() as m:
+        m.setattr(ckpt, "_retire", lambda *a, **k: None)  # the kill window: nothing retired
+        _save(tmp_path, [30], run)
+    assert _entries(tmp_path) == ["step-00000010", "step-00000020", "step-00000030"]
+    carry, _ = load_checkpoint(str(tmp_path), _carry(0), run=run, num_steps=100)
+    assert int(carry.step) == 30 and _entries(tmp_path) == ["step-00000020", "step-00000030"]
+
+
 def test_saving_the_same_step_again_replaces_it(tmp_path, run):
     _save(tmp_path, [10, 20, 20], run)
     assert _entries(tmp_path) == ["step-00000010", "step-00000020"]

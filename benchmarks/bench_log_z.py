@@ -56,7 +56,7 @@ def mixture(dim: int):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dims", type=int, nargs="+", default=[10, 20, 30, 50], help="dimensions of the Gaussians")
-    p.add_argument("--mixture-dims", type=int, nargs="+", default=[10, 20], help="dimensions of the mixtures")
+    p.add_argument("--mixture-dims", type=int, nargs="*", default=[10, 20], help="dimensions of the mixtures (none: no mixture)")
     p.add_argument("--low", type=float, default=0.1, help="smallest covariance eigenvalue")
     p.add_argument("--high", type=float, default=500.0, help="largest covariance eigenvalue")
     p.add_argument("--seeds", type=int, default=3, help="keys per target and estimator")

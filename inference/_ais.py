@@ -452,7 +452,7 @@ class AIS(AbstractLogZEstimator):
         start = "given" if self.base is not None else "model.base" if model.base is not None else (
             "data" if data is not None else "standard normal")
         if self.pilot and start == "standard normal":
-            base, start = self._pilot_start(model, base, betas_np, per, size, event_shape, kind, k_run), "pilot"
+            base, start = self._pilot_start(model, base, betas_np, per, event_shape, kind, k_run), "pilot"
         fixed = start_scale(base, size) if self.precondition else None
         out = _run_ais(
             AnnealedTarget(model, base), self.kernel, betas, per * self.num_replicates, self.num_replicates,
@@ -493,7 +493,7 @@ class AIS(AbstractLogZEstimator):
             log_z_lower=log_z, log_z_upper=upper, gap=gap, reliable=reliable, warnings=said,
         )
 
-    def _pilot_start(self, model, base, betas, per, size, event_shape, kind, key):
+    def _pilot_start(self, model, base, betas, per, event_shape, kind, key):
         num = max(20, (len(betas) - 1) // 4)
         schedule = self.schedule if isinstance(self.schedule, str) else "sigmoid"
         return pilot_start(model, base, self.kernel, schedule, num, per * self.num_replicates, event_shape,

@@ -501,7 +501,7 @@ class AIS(AbstractLogZEstimator):
 
     def _checks(self, log_z, ess, acceptance, betas, rep_log_z, rep_weight_se, out, gap, stderr):
         """``(failed, sentence)`` for each reliability check of a run (see ``LogZEstimate``)."""
-        n = log_w_count = int(out["log_weights"].size)
+        n = int(out["log_weights"].size)
         ess, log_z = float(ess), float(log_z)
         acc = np.asarray(acceptance)
         worst = int(np.argmin(acc.min(0))) if acc.size else 0
@@ -514,8 +514,8 @@ class AIS(AbstractLogZEstimator):
         end_size = float(np.max(np.abs(np.where(np.isfinite(end), end, np.inf))))
         return [
             (not np.isfinite(log_z), f"log_z is {log_z}: no chain has a finite weight"),
-            (ess < 0.1 * log_w_count,
-             f"the effective sample size of the weights is {ess:.3g} of {log_w_count} chains (below 10%): log_z rests "
+            (ess < 0.1 * n,
+             f"the effective sample size of the weights is {ess:.3g} of {n} chains (below 10%): log_z rests "
              "on a few chains; use more temperatures (num_steps), a start density closer to the model (base=, or "
              "data=), or more transitions (num_mcmc_steps)"),
             (low_acc < 0.05,

@@ -19,13 +19,12 @@ import blackjax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractLogZEstimator, AbstractSampler, LogZEstimate
 from declebm._checks import check_positive, check_probability
 from declebm._estimator import reliability, replicate_stderr, summarise_log_weights
-
-import numpy as np
 
 from ._ais import pilot_start, preconditioner_kind
 from ._annealing import AnnealedTarget, check_kernel, draw_start, prepare
@@ -58,7 +57,6 @@ def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_st
     state = state._replace(tempering_param=jnp.zeros((), dtype))
     buffers = (jnp.full(max_num_steps, jnp.nan, dtype), jnp.full(max_num_steps, jnp.nan, jnp.float32))
     log_w_final = jnp.zeros(num_particles, dtype)
-    any_nan = lambda x: jnp.any(jnp.isnan(jax.vmap(target.log_ratio)(x)))  # noqa: E731
 
     def cond(carry):
         state, _, i, _, _, _, nan = carry
@@ -71,10 +69,13 @@ def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_st
         log_z = log_z + info.log_likelihood_increment.astype(dtype)
         betas = betas.at[i].set(state.tempering_param)
         acceptance = acceptance.at[i].set(jnp.mean(info.update_info.acceptance_rate))
-        return state, log_z, i + 1, k, (betas, acceptance), jnp.log(state.weights), any_nan(state.particles)
+        # A NaN energy reaches the weights (and the increment) of the step that met it: no
+        # second evaluation of the energy is needed to notice it.
+        nan = jnp.isnan(info.log_likelihood_increment) | jnp.any(jnp.isnan(state.weights))
+        return state, log_z, i + 1, k, (betas, acceptance), jnp.log(state.weights), nan
 
     init = (state, jnp.zeros((), dtype), jnp.zeros((), jnp.int32), k_run, buffers, log_w_final,
-            any_nan(state.particles))
+            jnp.asarray(False))
     state, log_z, num_steps, _, (betas, acceptance), log_w_final, nan = jax.lax.while_loop(cond, body, init)
     return log_z, log_w_final, num_steps, state.tempering_param, betas, acceptance, nan, state.particles
 

@@ -162,3 +162,53 @@ def draw_start(base: Any, num: int, event_shape: tuple[int, ...], key) -> Float[
     """``num`` exact draws of the start density, shaped ``(num, *event_shape)``."""
     x = base.sample(key, (num,))
     return jnp.reshape(x, (num,) + tuple(event_shape)).astype(jnp.result_type(float))
+
+
+def integrability_checks(
+    model: Any, start: Float[Array, "n *event"], end: Float[Array, "n *event"], factor: float = 10.0
+) -> list[tuple[bool, str]]:
+    r"""Two signs that ``p~`` may not integrate, as ``(failed, sentence)`` checks.
+
+    *Chains ran away*: the largest final ``|x|`` exceeds ``1e4`` times the start's.
+
+    *The density does not fall off*: with ``m`` the chains' mean and ``s = factor``, the
+    shell at ``s`` times the chains' distance from ``m`` holds mass about ``s^d p~(m + s(x - m))``
+    against ``p~(x)`` at the chains (``d`` the number of coordinates). For an integrable
+    density this ratio falls below 1 far enough out; the check fails when its median over
+    the chains, ``d log s + log p~(m + s(x - m)) - log p~(x)``, is not below 0 at ``s = 10``:
+    the estimate would grow with the width of the start (a flat or rising density). A
+    density with polynomial tails ``|x|^{-(d + nu)}`` passes for any ``nu > 0``; a density
+    whose support ends (energy ``+inf`` outside) passes.
+    """
+    n = start.shape[0]
+    start = np.asarray(start).reshape(n, -1)
+    end_flat = np.asarray(end).reshape(end.shape[0], -1)
+    start_size = float(np.max(np.abs(start))) + 1.0
+    end_size = float(np.max(np.abs(np.where(np.isfinite(end_flat), end_flat, np.inf))))
+    ran_away = not end_size <= 1e4 * start_size
+    growth = -np.inf
+    finite = np.all(np.isfinite(end_flat), axis=1)
+    if not ran_away and finite.sum() >= 2:
+        x = jnp.asarray(end)[np.flatnonzero(finite)]
+        growth = float(_tail_growth(model, x, factor))
+    return [
+        (ran_away,
+         f"chains ran away (largest final |x| {end_size:.3g}, start {start_size - 1.0:.3g}): the density may not "
+         "be integrable (energy unbounded below), and log Z is then meaningless"),
+        (bool(growth >= 0.0),
+         f"the density does not fall off: {factor:g} times farther from the chains' mean, the shell's mass "
+         f"s^d p~ is exp({growth:.3g}) times the chains' density (median over chains; below 1 for an integrable "
+         "density): it may not be integrable, and log Z would grow with the width of the start"),
+    ]
+
+
+@eqx.filter_jit
+def _tail_growth(model: Any, x: Float[Array, "n *event"], factor: float) -> Float[Array, ""]:
+    """The median over chains of ``d log s + log p~(m + s(x - m)) - log p~(x)`` (see
+    ``integrability_checks``); NaN rows (a NaN energy far out) are left out."""
+    m = jnp.mean(x, axis=0)
+    far = m + factor * (x - m)
+    d = int(np.prod(x.shape[1:]))
+    log_p = jax.vmap(model.log_prob_unnorm)
+    g = d * jnp.log(factor) + log_p(far) - log_p(x)
+    return jnp.nanmedian(g)

@@ -27,13 +27,14 @@ from declebm._checks import check_positive, check_probability
 from declebm._estimator import reliability, replicate_stderr, summarise_log_weights
 
 from ._ais import pilot_start, preconditioner_kind
-from ._annealing import AnnealedTarget, check_kernel, draw_start, prepare
+from ._annealing import AnnealedTarget, check_kernel, draw_start, integrability_checks, prepare
 from ._samplers import MALA
 
 
 def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_steps, max_num_steps, key):
     """One adaptive tempered SMC run in a ``lax.while_loop`` until ``b`` reaches 1.
-    Returns ``(log Z, final log weights, steps taken, b per step, acceptance per step)``."""
+    Returns ``(log Z, final log weights, steps taken, final b, b per step, acceptance per step,
+    NaN seen, start particles, final particles)``."""
     def log_ratio(x):
         # +inf energy (a hard constraint) is zero density: a finite floor keeps BlackJAX's
         # tempering solver and weights free of 0 * (-inf); NaN passes through (and is
@@ -52,7 +53,8 @@ def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_st
         num_mcmc_steps=num_mcmc_steps,
     )
     k_start, k_run = jax.random.split(key)
-    state = smc.init(draw_start(target.base, num_particles, event_shape, k_start))
+    start = draw_start(target.base, num_particles, event_shape, k_start)
+    state = smc.init(start)
     dtype = jnp.result_type(float)
     state = state._replace(tempering_param=jnp.zeros((), dtype))
     buffers = (jnp.full(max_num_steps, jnp.nan, dtype), jnp.full(max_num_steps, jnp.nan, jnp.float32))
@@ -77,7 +79,7 @@ def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_st
     init = (state, jnp.zeros((), dtype), jnp.zeros((), jnp.int32), k_run, buffers, log_w_final,
             jnp.asarray(False))
     state, log_z, num_steps, _, (betas, acceptance), log_w_final, nan = jax.lax.while_loop(cond, body, init)
-    return log_z, log_w_final, num_steps, state.tempering_param, betas, acceptance, nan, state.particles
+    return log_z, log_w_final, num_steps, state.tempering_param, betas, acceptance, nan, start, state.particles
 
 
 @eqx.filter_jit
@@ -147,7 +149,7 @@ class SMC(AbstractLogZEstimator):
             base = pilot_start(model, base, self.kernel, "sigmoid", 250, chains, event_shape,
                                preconditioner_kind("auto", chains, size), 1, True, jax.random.fold_in(key, 7))
             start = "pilot"
-        log_zs, log_w, num_steps, final_beta, betas, acceptance, nan, particles = _run_smc(
+        log_zs, log_w, num_steps, final_beta, betas, acceptance, nan, start_x, particles = _run_smc(
             AnnealedTarget(model, base), self.kernel, self.num_particles, event_shape, float(self.target_ess),
             self.num_mcmc_steps, self.max_num_steps, self.num_runs, key,
         )
@@ -167,7 +169,6 @@ class SMC(AbstractLogZEstimator):
         diagnostics = {"num_steps": num_steps, "schedule": betas, "acceptance_rate": acceptance, "start": start}
         acc = np.asarray(acceptance)
         low_acc = float(np.nanmin(acc)) if np.isfinite(acc).any() else 1.0
-        size = float(np.max(np.abs(np.asarray(particles))))
         spread = float(np.std(np.asarray(log_zs), ddof=1)) if self.num_runs > 1 else 0.0
         checks = [
             (not np.isfinite(float(log_z)), f"log_z is {float(log_z)}"),
@@ -176,7 +177,7 @@ class SMC(AbstractLogZEstimator):
              "the kernel's step size"),
             (self.num_runs > 1 and spread > 1.0,
              f"the {self.num_runs} runs disagree (log Z sd {spread:.3g} nats): the estimate is not settled"),
-            (not size <= 1e6, f"particles ran away (largest |x| {size:.3g}): the density may not be integrable"),
+            *integrability_checks(model, start_x.reshape((-1,) + event_shape), particles.reshape((-1,) + event_shape)),
         ]
         reliable, said = reliability(checks, "SMC")
         return LogZEstimate(

@@ -168,8 +168,12 @@ def _check_numpyro_prior(flags, r):
 
 
 def _check_digits(flags, r):
-    for k in ("log_likelihood", "lower", "upper", "gaussian"):
+    for k in ("log_likelihood", "lower", "upper", "gaussian", "bits_per_dim", "stderr"):
         assert math.isfinite(r[k]), (k, r)
+    # the interval is the estimate +- 1.96 stderr, the reliability flag AIS's, its warnings listed
+    lo, hi = r["interval"]
+    assert lo <= r["log_likelihood"] <= hi and math.isclose(hi - lo, 2 * 1.96 * r["stderr"], rel_tol=1e-6), r
+    assert isinstance(r["reliable"], bool) and r["reliable"] == (not r["warnings"]), r
     if "--lr" in flags:  # the run given every option explicitly: they reach the results
         assert r["settings"]["steps"] == int(STEPS) and r["lr"] == float(flags["--lr"][0])
         assert r["energy"] == flags["--energy"][0]

@@ -52,6 +52,11 @@ class GaussianBase(eqx.Module):
         x = check_examples(data, "data", None)
         return cls(jnp.mean(x, 0), jnp.std(x, 0) + 1e-6)
 
+    def constructor_kwargs(self) -> dict:
+        """The arguments that rebuild this module's structure (``declebm.save``/``load``):
+        the mean's shape and dtype; the values come from the file."""
+        return dict(loc=jax.ShapeDtypeStruct(self.loc.shape, self.loc.dtype))
+
     @property
     def scale(self) -> Float[Array, "*event"]:
         return jnp.exp(self.log_scale)

@@ -4,7 +4,8 @@ Layout of ``checkpoint_dir``::
 
     step-00000100/          a complete checkpoint (only ever appears complete)
         state.eqx           the training carry (parameters, optimizer and strategy state,
-                            EMA, step), Equinox's tree_serialise_leaves format
+                            EMA, step), Equinox's tree_serialise_leaves format, followed by
+                            one line ``declebm-history sha256 <hex>`` (format 2)
         meta.json           step, history, the run's fingerprint, the size and sha256 of
                             state.eqx and a checksum of meta.json's own content
     step-00000200/          the newest one; the two newest are kept
@@ -15,11 +16,18 @@ A checkpoint is written into a temporary folder (files fsync'd), renamed to
 ``step-<step>`` (atomic on POSIX) and the parent folder fsync'd; only then are older
 ones removed. A kill at any instant leaves the newest complete checkpoint (or the one
 before) intact. On load, each checkpoint is verified (files present, sizes, sha256,
-checksum); a damaged newest one falls back to the previous complete one with a warning,
-and if none is intact the error names the damaged file. The run's fingerprint
+checksum, every entry of meta.json present and of its type, a history of equal-length
+lists of numbers); a damaged newest one falls back to the previous complete one with a
+warning, and if none is intact the error names the damaged file. The run's fingerprint
 (``run_fingerprint``: strategy and hyperparameters, optimizer, key, data, model
 structure, batch size, EMA decay) must match the resuming call, otherwise a
 ``ValueError`` names what changed.
+
+The history is covered twice: by meta.json's checksum, and by its sha256 at the end of
+state.eqx, whose own sha256 meta.json records. So an edit of the history that also
+recomputes meta.json's checksum (a tool rewriting meta.json) is still refused. Neither is
+a signature: whoever rewrites both files and every digest is not stopped. Checkpoints of
+format 1 (no history line in state.eqx) still resume, checked as they were then.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ from ._ebm import trainable_filter
 from ._serialise import describe, diff_leaf_specs, fsync_dir, leaf_specs, sha256_file
 
 FORMAT = "declebm-checkpoint"
-VERSION = 1
+VERSION = 2
+_READS = (1, 2)  # format 1: no history line at the end of state.eqx
 KEEP = 2
 _STATE = "state.eqx"
 _META = "meta.json"
@@ -341,6 +350,46 @@ def _meta_checksum(meta: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _history_line(history: dict) -> bytes:
+    """The line ending state.eqx: the sha256 of the history as meta.json records it."""
+    digest = hashlib.sha256(json.dumps(history, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return b"declebm-history sha256 " + digest.encode() + b"\n"
+
+
+_HISTORY_LINE_BYTES = len(_history_line({}))
+
+#: meta.json's entries and what each must be (besides "format", "version", "checksum").
+_META_ENTRIES = {"step": (int, "an integer"), "run": (dict, "an object"), "history": (dict, "an object"),
+                 "files": (dict, "an object"), "carry": (list, "a list")}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _meta_problem(meta: dict, mpath: str) -> str:
+    """Why ``meta`` (checksum valid) cannot describe a checkpoint, or ``""``: a missing
+    entry or one of another type, or a history that is not equal-length lists of numbers."""
+    for key, (kind, what) in _META_ENTRIES.items():
+        if key not in meta:
+            return f"{mpath} has no {key!r} entry"
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            return f"{mpath}: its {key!r} entry is {type(meta[key]).__name__}, expected {what}"
+    state = meta["files"].get(_STATE)
+    if not (isinstance(state, dict) and _is_number(state.get("bytes")) and isinstance(state.get("sha256"), str)):
+        return f"{mpath}: its 'files' entry does not record the size and sha256 of {_STATE}"
+    lengths = set()
+    for name, values in meta["history"].items():
+        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+            return f"{mpath}: its history entry {name!r} is not a list of numbers"
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        return f"{mpath}: its history's entries have different lengths ({sorted(lengths)})"
+    if not all(isinstance(v, int) and v >= 0 for v in meta["history"].get("step", [])):
+        return f"{mpath}: its history's 'step' entry holds a value that is not a step count"
+    return ""
+
+
 def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run: dict, keep: int = KEEP) -> str:
     """Write the checkpoint of ``step`` as one unit and keep the ``keep`` newest.
 
@@ -354,6 +403,8 @@ def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run
         with open(os.path.join(tmp, _STATE), "wb") as f:
             w = _HashingWriter(f)
             eqx.tree_serialise_leaves(w, carry)
+            recorded = json.loads(json.dumps({k: np.asarray(v).tolist() for k, v in history.items()}))
+            w.write(_history_line(recorded))
             f.flush()
             os.fsync(f.fileno())
         meta = {
@@ -361,7 +412,7 @@ def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run
             "version": VERSION,
             "step": int(step),
             "run": run,
-            "history": {k: np.asarray(v).tolist() for k, v in history.items()},
+            "history": recorded,
             "files": {_STATE: {"bytes": w.size, "sha256": w.sha.hexdigest()}},
             "carry": leaf_specs(carry),
         }
@@ -421,8 +472,11 @@ def _verify(path: str) -> tuple[dict | None, str]:
         return None, f"{mpath} is not a declebm checkpoint description"
     if meta.get("checksum") != _meta_checksum(meta):
         return None, f"{mpath} is corrupt (its checksum does not match its content)"
-    if meta.get("version") != VERSION:
-        return None, f"{mpath} has format version {meta.get('version')}, this declebm reads {VERSION}"
+    if isinstance(meta.get("version"), bool) or meta.get("version") not in _READS:
+        return None, f"{mpath} has format version {meta.get('version')}, this declebm reads {', '.join(map(str, _READS))}"
+    problem = _meta_problem(meta, mpath)
+    if problem:
+        return None, problem
     m = _STEP_DIR.match(os.path.basename(path))
     if m is None or int(m.group(1)) != meta.get("step"):
         return None, f"{mpath} records step {meta.get('step')}, its folder is {os.path.basename(path)}"
@@ -434,6 +488,15 @@ def _verify(path: str) -> tuple[dict | None, str]:
         return None, f"{spath} is truncated or damaged ({size} bytes, {expected['bytes']} expected)"
     if digest != expected["sha256"]:
         return None, f"{spath} is corrupt (its sha256 does not match the one in {_META})"
+    if meta["version"] >= 2:
+        with open(spath, "rb") as f:
+            f.seek(max(size - _HISTORY_LINE_BYTES, 0))
+            line = f.read()
+        if line != _history_line(meta["history"]):
+            return None, (
+                f"{mpath}: its history does not match the one recorded at the end of {spath} "
+                f"(the history was edited after the checkpoint was written)"
+            )
     return meta, ""
 
 

@@ -1,14 +1,17 @@
-"""Save and load a model: ``declebm.save(path, model)``, ``declebm.load(path, like=None)``.
+"""Save and load a model: ``declebm.save(path, model)``, ``declebm.load(path, like=None, *, trust=())``.
 
 A model file is one unit, written to a temporary file and renamed into place::
 
-    declebm-model 1\\n
+    declebm-model 2\\n
+    sha256 <64 hex digits> <n>\\n     digest and length of everything below this line
     <one line of JSON: the header>\\n
     <the leaves, in Equinox's ``tree_serialise_leaves`` format>
 
-The header records the class, every leaf's path, shape and dtype, the size and sha256 of
-the leaves (so truncation and flipped bytes are caught), and, when the model knows how
-to rebuild itself, a *rebuild recipe*.
+The checksum covers the header as well as the leaves, so an edited header (another class,
+activation or shape) is refused like a truncated file or a flipped byte. The header
+records the class, every leaf's path, shape and dtype, and, when the model knows how to
+rebuild itself, a *rebuild recipe*. Files of format 1 (``declebm-model 1``, whose header
+held the size and sha256 of the leaves only) still load, checked as they were then.
 
 Rebuild recipe (the ``constructor_kwargs`` convention). A module class that defines::
 
@@ -16,19 +19,27 @@ Rebuild recipe (the ``constructor_kwargs`` convention). A module class that defi
         "The arguments that rebuild this module's structure (declebm.save/load)."
         return dict(in_size=self.in_size, width=..., activation=self.activation)
 
-can be loaded without a template: ``load`` imports the class by its recorded import path
-(``importlib``; the core never imports ``declebm.models`` statically), calls
-``cls(**kwargs)`` (with ``key=jax.random.key(0)`` added when the constructor takes a
+can be loaded without a template: ``load`` imports the class by its recorded import path,
+calls ``cls(**kwargs)`` (with ``key=jax.random.key(0)`` added when the constructor takes a
 ``key``), and then overwrites every leaf with the saved values, so the kwargs only need
 to fix the *structure*. Values may be ``None``, bools, numbers, strings, lists, tuples,
-dicts, arrays, other modules that follow the convention, and activations from
-``ACTIVATIONS`` (``jax.nn.silu``, ``jnp.tanh``, ...). ``EBM`` itself (energy, base
-``None``, ``log_z``, ``inverse_temperature``, ``event_shape``) is handled here. Anything
-else (a custom activation, a NumPyro base density, a module without the method) is saved
-without a recipe, and ``load`` then asks for ``like=``: a model of the same structure,
-Equinox's convention (``eqx.tree_deserialise_leaves``).
+dicts, arrays, a ``jax.ShapeDtypeStruct`` (an array whose values only the file needs to
+hold: rebuilt as zeros of that shape and dtype), other modules that follow the
+convention, activations from ``ACTIVATIONS`` (``jax.nn.silu``, ``jnp.tanh``, ...), and the
+NumPyro densities declebm itself puts into models as bases (``Normal``,
+``MultivariateNormal`` and ``Independent`` of them, i.e. ``.to_event``: NCE's fitted
+noise). ``EBM`` itself is handled here. Anything else (a custom activation, another
+NumPyro density, a module without the method) is saved without a recipe, and ``load``
+then asks for ``like=``: a model of the same structure, Equinox's convention
+(``eqx.tree_deserialise_leaves``).
 
-``load`` imports the module named in the file; load files you trust.
+Trust. Rebuilding a class imports its module, which runs that module's code, and calls
+its constructor with the file's arguments. So without ``like=``, ``load`` rebuilds only
+declebm's own classes (modules ``declebm``, ``declebm.models``, ``declebm.inference`` and
+below), the NumPyro densities and activations above (looked up in tables here, nothing
+imported by name), and classes from the modules the caller names, ``trust=("mypkg",)``; a
+file naming any other module is refused before anything is imported. With ``like=``
+nothing is imported or called: the file supplies array values only.
 """
 
 from __future__ import annotations
@@ -49,10 +60,18 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+import numpyro.distributions as dist
 
 from ._ebm import EBM
 
-_MAGIC = b"declebm-model 1\n"
+_MAGIC = b"declebm-model "  # then the format version and a newline
+VERSION = 2
+_READS = (1, 2)
+_CHECKSUM_LINE = re.compile(rb"sha256 ([0-9a-f]{64}) ([0-9]+)")
+
+#: Modules whose classes ``load`` rebuilds without being told to trust them.
+OWN_MODULES = ("declebm",)
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 #: Activations a rebuild recipe can name (a function is recorded by its name here).
 ACTIVATIONS: dict[str, Callable] = {
@@ -70,6 +89,14 @@ ACTIVATIONS: dict[str, Callable] = {
     "jax.numpy.tanh": jnp.tanh,
     "jax.numpy.sin": jnp.sin,
     "equinox.nn.Identity": eqx.nn.Identity(),
+}
+
+#: The NumPyro densities a rebuild recipe can hold: those declebm puts into models as
+#: bases (NCE's fitted noise: ``MultivariateNormal``, or ``Normal(...).to_event(k)``).
+NUMPYRO_BASES: dict[str, type] = {
+    "Normal": dist.Normal,
+    "MultivariateNormal": dist.MultivariateNormal,
+    "Independent": dist.Independent,
 }
 
 
@@ -103,6 +130,12 @@ def sha256_file(path: str) -> tuple[int, str]:
 
 def _is_array(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct))
+
+
+def _is_written(x: Any) -> bool:
+    """Whether ``eqx.tree_serialise_leaves`` writes this leaf (any other leaf, e.g. a
+    function, is skipped and comes back from the template)."""
+    return isinstance(x, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
 
 
 def leaf_specs(tree: Any) -> list[list]:
@@ -165,8 +198,20 @@ class _NoRecipe(Exception):
     pass
 
 
+class _Untrusted(Exception):
+    """A recipe names a class from a module the caller did not trust (nothing imported)."""
+
+    def __init__(self, module: str, import_path: str):
+        super().__init__(module, import_path)
+        self.module, self.import_path = module, import_path
+
+
 def _import_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _is_trusted(module: str, trusted: tuple[str, ...]) -> bool:
+    return any(module == t or module.startswith(t + ".") for t in OWN_MODULES + trusted)
 
 
 def _constructor_kwargs(module: Any) -> dict:
@@ -187,12 +232,51 @@ def _constructor_kwargs(module: Any) -> dict:
     return kwargs
 
 
+def _placeholder_spec(x: Any, where: str) -> dict:
+    """What a placeholder for one parameter of a NumPyro density needs: its shape and dtype."""
+    if isinstance(x, (bool, int, float)):
+        return {"number": type(x).__name__}
+    if _is_array(x) and np.dtype(x.dtype).kind in "biuf":
+        return {"shape": [int(s) for s in np.shape(x)], "dtype": str(x.dtype)}
+    raise _NoRecipe(f"{where} is a {type(x).__name__}, which cannot be recorded")
+
+
+def _encode_numpyro(d: Any, where: str) -> dict:
+    name = type(d).__name__
+    if NUMPYRO_BASES.get(name) is not type(d):
+        known = ", ".join(NUMPYRO_BASES)
+        raise _NoRecipe(f"{where} is a NumPyro {name}; the file can rebuild only these NumPyro densities: {known}")
+    validate = getattr(d, "_validate_args", None)
+    out: dict[str, Any] = {
+        "__numpyro__": name,
+        "batch_shape": [int(s) for s in d.batch_shape],
+        "event_shape": [int(s) for s in d.event_shape],
+        "validate_args": validate if isinstance(validate, bool) else None,
+    }
+    if isinstance(d, dist.Independent):
+        out["base_dist"] = _encode_numpyro(d.base_dist, f"{where}.base_dist")
+        out["reinterpreted_batch_ndims"] = int(d.reinterpreted_batch_ndims)
+    elif isinstance(d, dist.MultivariateNormal):
+        out["loc"] = _placeholder_spec(d.loc, f"{where}.loc")
+        out["scale_tril"] = _placeholder_spec(d.scale_tril, f"{where}.scale_tril")
+    else:
+        out["loc"] = _placeholder_spec(d.loc, f"{where}.loc")
+        out["scale"] = _placeholder_spec(d.scale, f"{where}.scale")
+    return out
+
+
 def _encode(value: Any, where: str) -> Any:
     """A JSON-able recipe of ``value`` (raises _NoRecipe for what cannot be recorded)."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if np.isfinite(value) else {"__float__": repr(value)}
+    if isinstance(value, jax.ShapeDtypeStruct):
+        if np.dtype(value.dtype).kind not in "biuf":
+            raise _NoRecipe(f"{where} is a jax.ShapeDtypeStruct of dtype {value.dtype}")
+        return {"__zeros__": [int(s) for s in value.shape], "dtype": str(value.dtype)}
+    if isinstance(value, dist.Distribution):  # before `callable`: a NumPyro density is callable
+        return _encode_numpyro(value, where)
     for name, fn in ACTIVATIONS.items():
         if value is fn:
             return {"__function__": name}
@@ -202,7 +286,7 @@ def _encode(value: Any, where: str) -> Any:
             "__module__": _import_path(type(value)),
             "kwargs": {k: _encode(v, f"{where}.{k}") for k, v in kwargs.items()},
         }
-    if _is_array(value) and not isinstance(value, jax.ShapeDtypeStruct):
+    if _is_array(value):
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf" or arr.size > 100_000:
             raise _NoRecipe(f"{where} is an array of dtype {arr.dtype} and size {arr.size}")
@@ -222,71 +306,156 @@ def _encode(value: Any, where: str) -> Any:
     raise _NoRecipe(f"{where} is a {type(value).__name__}, which cannot be recorded")
 
 
-def _decode(value: Any) -> Any:
+def _numeric_dtype(name: Any) -> np.dtype:
+    dtype = np.dtype(str(name))
+    if dtype.kind not in "biuf":
+        raise ValueError(f"dtype {name!r} is not numeric")
+    return dtype
+
+
+def _placeholder(spec: dict, fill: float) -> Any:
+    if "number" in spec:
+        kinds = {"bool": bool, "int": int, "float": float}
+        return kinds[spec["number"]](fill)
+    return jnp.full(tuple(int(s) for s in spec["shape"]), fill, _numeric_dtype(spec["dtype"]))
+
+
+def _decode_numpyro(value: dict) -> Any:
+    """A NumPyro density of the recorded structure, placeholder values (the file's go in)."""
+    name = value["__numpyro__"]
+    if name not in NUMPYRO_BASES:
+        raise ValueError(f"{name!r} is not one of the NumPyro densities a file can rebuild ({', '.join(NUMPYRO_BASES)})")
+    validate = value.get("validate_args")
+    validate = validate if isinstance(validate, bool) else None
+    if name == "Independent":
+        base = _decode_numpyro(value["base_dist"])
+        d = dist.Independent(base, int(value["reinterpreted_batch_ndims"]), validate_args=validate)
+    elif name == "MultivariateNormal":
+        spec = value["scale_tril"]
+        shape = tuple(int(s) for s in spec["shape"])
+        if len(shape) < 2 or shape[-1] != shape[-2]:
+            raise ValueError(f"MultivariateNormal.scale_tril: expected a shape (..., n, n), got {shape}")
+        tril = jnp.broadcast_to(jnp.eye(shape[-1], dtype=_numeric_dtype(spec["dtype"])), shape)
+        d = dist.MultivariateNormal(_placeholder(value["loc"], 0.0), scale_tril=tril, validate_args=validate)
+    else:
+        d = dist.Normal(_placeholder(value["loc"], 0.0), _placeholder(value["scale"], 1.0), validate_args=validate)
+    shapes = (list(d.batch_shape), list(d.event_shape))
+    if shapes != (value["batch_shape"], value["event_shape"]):
+        raise ValueError(
+            f"the rebuilt {name} has batch_shape {shapes[0]} and event_shape {shapes[1]}, "
+            f"the file records {value['batch_shape']} and {value['event_shape']}"
+        )
+    return d
+
+
+def _recorded_class(import_path: Any, trusted: tuple[str, ...]) -> type:
+    """The class named ``module:qualname``, imported only from a trusted module."""
+    module_name, sep, qualname = str(import_path).partition(":")
+    if not (sep and _MODULE_NAME.fullmatch(module_name) and _MODULE_NAME.fullmatch(qualname)):
+        raise ValueError(f"{import_path!r} is not the import path of a class (module:qualname)")
+    if not _is_trusted(module_name, trusted):
+        raise _Untrusted(module_name, import_path)
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, eqx.Module) and (obj is EBM or hasattr(obj, "constructor_kwargs"))):
+        raise TypeError(f"{import_path} is not an Equinox module class with a constructor_kwargs() method")
+    return obj
+
+
+def _decode(value: Any, trusted: tuple[str, ...]) -> Any:
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, trusted) for v in value]
     if not isinstance(value, dict):
         return value
     if "__float__" in value:
         return float(value["__float__"])
     if "__function__" in value:
+        if value["__function__"] not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {value['__function__']!r}")
         return ACTIVATIONS[value["__function__"]]
     if "__tuple__" in value:
-        return tuple(_decode(v) for v in value["__tuple__"])
+        return tuple(_decode(v, trusted) for v in value["__tuple__"])
     if "__dict__" in value:
-        return {k: _decode(v) for k, v in value["__dict__"].items()}
+        return {k: _decode(v, trusted) for k, v in value["__dict__"].items()}
     if "__array__" in value:
-        return jnp.asarray(np.asarray(value["__array__"], dtype=value["dtype"]).reshape(value["shape"]))
+        return jnp.asarray(np.asarray(value["__array__"], dtype=_numeric_dtype(value["dtype"])).reshape(value["shape"]))
+    if "__zeros__" in value:
+        return jnp.zeros(tuple(int(s) for s in value["__zeros__"]), _numeric_dtype(value["dtype"]))
+    if "__numpyro__" in value:
+        return _decode_numpyro(value)
     if "__module__" in value:
-        module_name, _, qualname = value["__module__"].partition(":")
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        if not (isinstance(obj, type) and issubclass(obj, eqx.Module)):
-            raise TypeError(f"{value['__module__']} is not an Equinox module class")
-        kwargs = {k: _decode(v) for k, v in value["kwargs"].items()}
-        if "key" in inspect.signature(obj).parameters and "key" not in kwargs:
+        cls = _recorded_class(value["__module__"], trusted)
+        kwargs = {str(k): _decode(v, trusted) for k, v in dict(value["kwargs"]).items()}
+        if "key" in inspect.signature(cls).parameters and "key" not in kwargs:
             kwargs["key"] = jax.random.key(0)  # any key: every leaf is overwritten by the file
-        return obj(**kwargs)
+        return cls(**kwargs)
     raise ValueError(f"unknown recipe entry {sorted(value)}")
+
+
+def _check_trust(trust: Any) -> tuple[str, ...]:
+    if isinstance(trust, str):
+        raise TypeError(f"trust: expected a tuple of module names, got the string {trust!r}; write trust=({trust!r},)")
+    if not isinstance(trust, (tuple, list)):
+        raise TypeError(f"trust: expected a tuple of module names such as ('mypkg',), got {type(trust).__name__}")
+    for name in trust:
+        if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
+            raise ValueError(f"trust: expected module names such as 'mypkg' or 'mypkg.energies', got {name!r}")
+    return tuple(trust)
 
 
 # ---- save / load -------------------------------------------------------------------------
 
 
-def save(path: str | os.PathLike, model: Any) -> None:
-    """Save ``model`` (any Equinox module or pytree of arrays) to the file ``path``.
+def _check_path(path: Any) -> str:
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path (str or os.PathLike), got {type(path).__name__}")
+    return os.fspath(path)
 
-    The file holds the leaves (Equinox's ``tree_serialise_leaves``), their paths, shapes,
-    dtypes and sha256, and, for the shipped models (``EBM`` without a base density, and
-    every module with a ``constructor_kwargs()`` method: ``MLPEnergy``,
-    ``NoiseConditionedMLPEnergy``, ``GaussianEnergy``), a recipe that rebuilds it, so
-    ``load(path)`` needs no template. The write is atomic: a temporary file in the same
-    folder, fsync'd, then renamed over ``path``.
+
+def save(path: str | os.PathLike, model: Any) -> None:
+    """Save ``model`` (an Equinox module or a pytree of arrays) to the file ``path``.
+
+    The file holds the leaves (Equinox's ``tree_serialise_leaves``), their paths, shapes
+    and dtypes, and, for the shipped models (everything in ``declebm.models``, ``EBM``,
+    ``GaussianBase``, and the NumPyro bases NCE fits: ``Normal``, ``MultivariateNormal``,
+    ``Independent``), a recipe that rebuilds it, so ``load(path)`` needs no template; one
+    sha256 covers all of it. The write is atomic: a temporary file in the same folder,
+    fsync'd, then renamed over ``path``.
 
     A module of your own gets a recipe by defining ``constructor_kwargs(self) -> dict``,
     the keyword arguments that rebuild its structure (``load`` calls ``cls(**kwargs)``,
     adding ``key=jax.random.key(0)`` if the constructor takes a key, then overwrites every
-    leaf). Values may be ``None``, numbers, strings, lists, tuples, dicts, arrays, modules
-    with the same method, and the activations ``jax.nn.silu``, ``relu``, ``gelu``,
-    ``elu``, ``celu``, ``selu``, ``softplus``, ``sigmoid``, ``leaky_relu``,
-    ``log_sigmoid``, ``jnp.tanh``, ``jnp.sin``. Without a recipe (a custom activation,
-    a NumPyro base density) the model is still saved; ``load`` then needs ``like=``.
+    leaf). Values may be ``None``, numbers, strings, lists, tuples, dicts, arrays, a
+    ``jax.ShapeDtypeStruct`` (rebuilt as zeros), modules with the same method, and the
+    activations ``jax.nn.silu``, ``relu``, ``gelu``, ``elu``, ``celu``, ``selu``,
+    ``softplus``, ``sigmoid``, ``leaky_relu``, ``log_sigmoid``, ``jnp.tanh``, ``jnp.sin``.
+    ``load`` rebuilds such a class only when told to trust its module
+    (``load(path, trust=("mypkg",))``). Without a recipe (a custom activation, another
+    NumPyro density) the model is still saved; ``load`` then needs ``like=``.
 
     Arguments:
         path: the file to write (its folder must exist); conventionally ``*.eqx``.
-        model: what to save.
+        model: what to save: an Equinox module, or a pytree with at least one array.
+
+    Raises:
+        TypeError: ``model`` is neither an Equinox module nor a pytree (e.g. ``object()``).
+        ValueError: ``model`` holds no array to save, or ``path`` is a folder or lies in a
+            folder that does not exist.
     """
-    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a file path (str or os.PathLike), got {type(path).__name__}")
-    path = os.fspath(path)
+    path = _check_path(path)
     if os.path.isdir(path):
         raise ValueError(f"path: {path!r} is a directory; give a file name such as {os.path.join(path, 'model.eqx')!r}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"path: the folder {folder!r} does not exist")
     leaves = jax.tree.leaves(model)
-    if not leaves:
+    if not isinstance(model, eqx.Module) and len(leaves) == 1 and leaves[0] is model and not _is_written(model):
+        raise TypeError(
+            f"model: expected an Equinox module or a pytree of arrays, got {type(model).__name__}, "
+            f"which is neither (nothing of it would be written)"
+        )
+    if not any(_is_written(leaf) for leaf in leaves):
         raise ValueError(f"model: expected a model with arrays to save, got {type(model).__name__} with none")
     buf = io.BytesIO()
     try:
@@ -301,13 +470,25 @@ def save(path: str | os.PathLike, model: Any) -> None:
     header = {
         "class": _import_path(type(model)),
         "leaves": leaf_specs(model),
-        "bytes": len(body),
-        "sha256": hashlib.sha256(body).hexdigest(),
         "recipe": recipe,
         "no_recipe": no_recipe,
     }
-    line = json.dumps(header, separators=(",", ":")).encode() + b"\n"
-    atomic_write_bytes(path, [_MAGIC, line, body])
+    payload = json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
+    checksum = b"sha256 %s %d\n" % (hashlib.sha256(payload).hexdigest().encode(), len(payload))
+    atomic_write_bytes(path, [_MAGIC + b"%d\n" % VERSION, checksum, payload])
+
+
+def _split_header(path: str, data: bytes) -> tuple[dict, bytes]:
+    end = data.find(b"\n")
+    try:
+        if end < 0:
+            raise ValueError("no end of header")
+        header = json.loads(data[:end])
+        if not isinstance(header, dict) or not isinstance(header.get("leaves"), list):
+            raise ValueError("not a declebm header")
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"path: the header of {path!r} is damaged ({type(e).__name__}: {e})") from None
+    return header, data[end + 1 :]
 
 
 def _read_model_file(path: str) -> tuple[dict, bytes]:
@@ -318,54 +499,96 @@ def _read_model_file(path: str) -> tuple[dict, bytes]:
         raise ValueError(f"path: no such file {path!r}") from None
     except IsADirectoryError:
         raise ValueError(f"path: {path!r} is a directory, not a model file") from None
-    if not raw.startswith(_MAGIC):
+    first = raw.find(b"\n")
+    if not raw.startswith(_MAGIC) or first < 0 or not raw[len(_MAGIC) : first].isdigit():
         raise ValueError(
-            f"path: {path!r} is not a model file written by declebm.save (it does not start with {_MAGIC[:-1]!r})"
+            f"path: {path!r} is not a model file written by declebm.save (it does not start with "
+            f"{_MAGIC + str(VERSION).encode()!r})"
         )
-    end = raw.find(b"\n", len(_MAGIC))
-    try:
-        if end < 0:
-            raise ValueError("no end of header")
-        header = json.loads(raw[len(_MAGIC) : end])
-        body = raw[end + 1 :]
-        expected, digest = int(header["bytes"]), str(header["sha256"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"path: the header of {path!r} is damaged ({type(e).__name__}: {e})") from None
-    if len(body) != expected:
-        raise ValueError(f"path: {path!r} is truncated or damaged: {len(body)} bytes of leaves, the header says {expected}")
-    if hashlib.sha256(body).hexdigest() != digest:
-        raise ValueError(f"path: {path!r} is corrupt: the leaves' sha256 does not match the one in its header")
-    return header, body
+    version, rest = int(raw[len(_MAGIC) : first]), raw[first + 1 :]
+    if version not in _READS:
+        raise ValueError(
+            f"path: {path!r} is a model file of format version {version}; this declebm reads versions "
+            f"{', '.join(map(str, _READS))} (a newer declebm wrote it)"
+        )
+    if version == 1:  # the header outside any checksum; its leaves' size and sha256 in it
+        header, body = _split_header(path, rest)
+        try:
+            expected, digest = int(header["bytes"]), str(header["sha256"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"path: the header of {path!r} is damaged ({type(e).__name__}: {e})") from None
+        if len(body) != expected:
+            raise ValueError(f"path: {path!r} is truncated or damaged: {len(body)} bytes of leaves, the header says {expected}")
+        if hashlib.sha256(body).hexdigest() != digest:
+            raise ValueError(f"path: {path!r} is corrupt: the leaves' sha256 does not match the one in its header")
+        return header, body
+    end = rest.find(b"\n")
+    m = _CHECKSUM_LINE.fullmatch(rest[:end]) if end >= 0 else None
+    if m is None:
+        raise ValueError(f"path: the header of {path!r} is damaged (its checksum line is missing or malformed)")
+    payload, expected = rest[end + 1 :], int(m.group(2))
+    if len(payload) != expected:
+        raise ValueError(
+            f"path: {path!r} is truncated or damaged: {len(payload)} bytes after its checksum line, the file says {expected}"
+        )
+    if hashlib.sha256(payload).hexdigest().encode() != m.group(1):
+        raise ValueError(
+            f"path: {path!r} is corrupt: its sha256 does not match the one it records (its header or leaves were changed)"
+        )
+    return _split_header(path, payload)
 
 
-def load(path: str | os.PathLike, like: Any = None) -> Any:
+def _like_example(header: dict) -> str:
+    with_base = any(str(s[0]).startswith(".base") for s in header["leaves"] if s)
+    base = ", base=<a base density of the same kind>" if with_base else ""
+    return f"like=EBM(MyEnergy(..., key=jax.random.key(0)){base})"
+
+
+def load(path: str | os.PathLike, like: Any = None, *, trust: tuple[str, ...] | list[str] = ()) -> Any:
     """Load a model saved by ``save``.
+
+    Without ``like``, the file's recipe rebuilds the model: every shipped model
+    (``declebm.models``, ``EBM``, ``GaussianBase``, the NumPyro bases NCE fits) and any
+    class with a ``constructor_kwargs()`` method from a module named in ``trust``. Only
+    those are rebuilt because rebuilding imports the class's module (running its code) and
+    calls its constructor with the file's arguments; a file that names another module is
+    refused before it is imported. With ``like`` nothing is imported or called.
 
     Arguments:
         path: the file.
         like: a model of the same structure whose leaves are replaced by the saved ones
-            (Equinox's convention). Optional for the shipped models, which the file can
-            rebuild (the class is imported by its recorded import path); required for any
-            other module.
+            (Equinox's convention). Optional for the shipped models; required for any
+            module without a recipe (a custom activation, another NumPyro density).
+        trust: names of modules (and so their submodules) whose classes the file may
+            rebuild, e.g. ``trust=("mypkg",)`` for a ``mypkg.energies.MyEnergy`` with a
+            ``constructor_kwargs()`` method. Trust only modules of your own or files you
+            wrote.
 
     Raises:
         ValueError: the file is missing, not a declebm model file, truncated or corrupt
-            (checked with the sha256 in its header), or ``like`` has another structure
-            (the message names the leaves that differ).
+            (checked with the sha256 it records over its header and leaves), names a
+            class of a module that is not trusted, or ``like`` has another structure (the
+            message names the leaves that differ).
     """
-    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a file path (str or os.PathLike), got {type(path).__name__}")
-    path = os.fspath(path)
+    path = _check_path(path)
+    trusted = _check_trust(trust)
     header, body = _read_model_file(path)
     if like is None:
         if header.get("recipe") is None:
             raise ValueError(
                 f"like: the model in {path!r} ({header.get('class')}) cannot be rebuilt from the file "
                 f"({header.get('no_recipe')}); pass like=, a model of the same structure (its values do not matter), "
-                f"e.g. load({path!r}, like=EBM(MyEnergy(..., key=jax.random.key(0))))"
+                f"e.g. load({path!r}, {_like_example(header)})"
             )
         try:
-            like = _decode(header["recipe"])
+            like = _decode(header["recipe"], trusted)
+        except _Untrusted as e:
+            raise ValueError(
+                f"trust: {path!r} asks to rebuild {e.import_path}, from the module {e.module!r}, which is not trusted: "
+                f"without like=, load rebuilds only declebm's own classes, since importing a module runs its code. "
+                f"If you trust that module, load({path!r}, trust=({e.module!r},)); or pass like=, a model of the same "
+                f"structure (nothing is then imported)"
+            ) from None
         except Exception as e:  # noqa: BLE001 -- re-raised with the file named
             raise ValueError(
                 f"path: cannot rebuild {header.get('class')} recorded in {path!r} ({type(e).__name__}: {e}); "

@@ -12,7 +12,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from declebm._checks import check_number
 
-from ._mlp import check_mlp_sizes
+from ._mlp import check_mlp_sizes, mlp_activation
 
 
 class NoiseConditionedMLPEnergy(eqx.Module):
@@ -63,7 +63,7 @@ class NoiseConditionedMLPEnergy(eqx.Module):
     def constructor_kwargs(self) -> dict:
         """The arguments that rebuild this module's structure (``declebm.save``/``load``)."""
         return dict(in_size=self.in_size, width=self.mlp.width_size, depth=self.mlp.depth,
-                    activation=self.mlp.activation, default_sigma=self.default_sigma)
+                    activation=mlp_activation(self.mlp), default_sigma=self.default_sigma)
 
     def __call__(self, x: Float[Array, " in_size"], sigma: ArrayLike | None = None) -> Float[Array, ""]:
         if sigma is None:

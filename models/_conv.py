@@ -107,6 +107,15 @@ class _ConvNet(eqx.Module):
         self.spectral_norm = bool(spectral_norm)
         self.power_iterations = power_iterations
 
+    def structure_kwargs(self) -> dict:
+        """The structural arguments shared by ``ConvEnergy`` and ``NoiseConditionedConvEnergy``."""
+        return dict(
+            channels=tuple(conv.out_channels for conv in self.convs),
+            activation=self.activation,
+            spectral_norm=self.spectral_norm,
+            power_iterations=self.power_iterations,
+        )
+
     def _w(self, weight):
         return spectral_normalise(weight, self.power_iterations) if self.spectral_norm else weight
 
@@ -169,6 +178,10 @@ class ConvEnergy(eqx.Module):
         c, h, w = self.image_shape
         self.net = _ConvNet("ConvEnergy", c, (h, w), channels, activation, spectral_norm, power_iterations, key)
 
+    def constructor_kwargs(self) -> dict:
+        """The arguments that rebuild this module's structure (``declebm.save``/``load``)."""
+        return dict(event_shape=self.event_shape, image_shape=self.image_shape, **self.net.structure_kwargs())
+
     def __call__(self, x: Float[Array, "*event"]) -> Float[Array, ""]:
         return self.net(x.reshape(self.image_shape))
 
@@ -212,6 +225,11 @@ class NoiseConditionedConvEnergy(eqx.Module):
         self.default_sigma = float(default_sigma)
         c, h, w = self.image_shape
         self.net = _ConvNet(owner, c + 1, (h, w), channels, activation, spectral_norm, power_iterations, key)
+
+    def constructor_kwargs(self) -> dict:
+        """The arguments that rebuild this module's structure (``declebm.save``/``load``)."""
+        return dict(event_shape=self.event_shape, image_shape=self.image_shape, default_sigma=self.default_sigma,
+                    **self.net.structure_kwargs())
 
     def __call__(self, x: Float[Array, "*event"], sigma: ArrayLike | None = None) -> Float[Array, ""]:
         if sigma is None:

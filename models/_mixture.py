@@ -73,6 +73,12 @@ class MixtureEnergy(eqx.Module):
         self.precision_cholesky = jnp.asarray(chol, jnp.float32)
         self.log_weights = jnp.asarray(np.log(w / w.sum()), jnp.float32)
 
+    def constructor_kwargs(self) -> dict:
+        """The arguments that rebuild this module's structure (``declebm.save``/``load``):
+        the means' shape (``K`` components in ``d`` dimensions); every value, precisions
+        and weights included, comes from the file."""
+        return dict(means=jax.ShapeDtypeStruct(self.means.shape, self.means.dtype))
+
     @property
     def event_shape(self) -> tuple[int, ...]:
         return (self.means.shape[1],)

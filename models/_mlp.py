@@ -24,8 +24,29 @@ class LearnableSwish(eqx.Module):
     def __init__(self, beta: ArrayLike = 1.0):
         self.beta = jnp.asarray(beta, jnp.float32)
 
+    def constructor_kwargs(self) -> dict:
+        """The arguments that rebuild this module's structure (``declebm.save``/``load``):
+        ``beta``'s shape and dtype; its values come from the file."""
+        return dict(beta=jax.ShapeDtypeStruct(self.beta.shape, self.beta.dtype))
+
     def __call__(self, x: Float[Array, "..."]) -> Float[Array, "..."]:
         return x * jax.nn.sigmoid(self.beta * x)
+
+
+def mlp_activation(mlp: eqx.nn.MLP) -> Callable[[Array], Array] | eqx.Module:
+    """The ``activation`` an ``eqx.nn.MLP`` was built with, as its constructor takes it.
+
+    The MLP stores a learnable activation (an Equinox module such as ``LearnableSwish``)
+    copied to every hidden unit: its arrays gain two leading axes ``(depth, width)``.
+    Rebuilding the MLP from the stored copy would add two more, so the one-unit structure
+    is returned (arrays of the trailing shape, zeros: only the structure matters to
+    ``declebm.load``, which then overwrites every leaf). A function is returned as is."""
+    activation = mlp.activation
+    if not isinstance(activation, eqx.Module):
+        return activation
+    arrays, rest = eqx.partition(activation, eqx.is_array)
+    arrays = jax.tree.map(lambda a: jnp.zeros(a.shape[2:], a.dtype), arrays)
+    return eqx.combine(arrays, rest)
 
 from declebm._checks import check_callable, check_key, check_number
 
@@ -77,7 +98,7 @@ class MLPEnergy(eqx.Module):
 
     def constructor_kwargs(self) -> dict:
         """The arguments that rebuild this module's structure (``declebm.save``/``load``)."""
-        return dict(in_size=self.in_size, width=self.mlp.width_size, depth=self.mlp.depth, activation=self.mlp.activation)
+        return dict(in_size=self.in_size, width=self.mlp.width_size, depth=self.mlp.depth, activation=mlp_activation(self.mlp))
 
     def __call__(self, x: Float[Array, " in_size"]) -> Float[Array, ""]:
         return self.mlp(x)

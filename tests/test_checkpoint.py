@@ -1,12 +1,12 @@
 """Checkpoints: published whole, verified on load, tied to the run that wrote them."""
 
+import hashlib
 import json
 import os
 import random
 import shutil
 import subprocess
 import sys
-import warnings
 
 import equinox as eqx
 import jax
@@ -17,6 +17,7 @@ import pytest
 
 import declebm as eb
 from declebm._checkpoint import (
+    _meta_checksum,
     check_checkpoint_dir,
     load_checkpoint,
     run_fingerprint,
@@ -138,6 +139,26 @@ def _edit_meta(path):  # a changed number in the history, valid JSON
     json.dump(meta, open(f, "w"))
 
 
+def _rewrite_meta(path, edit):  # as a tool rewriting meta.json would: its checksum recomputed
+    f = os.path.join(path, "meta.json")
+    meta = json.load(open(f))
+    edit(meta)
+    meta["checksum"] = _meta_checksum(meta)
+    json.dump(meta, open(f, "w"))
+
+
+def _edit_history_rechecked(path):
+    _rewrite_meta(path, lambda meta: meta["history"].update(loss=[123.0]))
+
+
+def _ragged_history_rechecked(path):
+    _rewrite_meta(path, lambda meta: meta["history"].update(loss=[1.0, 2.0]))
+
+
+def _no_run_rechecked(path):
+    _rewrite_meta(path, lambda meta: meta.pop("run"))
+
+
 def _garbage_meta(path):
     open(os.path.join(path, "meta.json"), "w").write("{not json")
 
@@ -156,6 +177,11 @@ DAMAGE = {
     "byte flipped": (_flip_byte, "state.eqx is corrupt"),
     "edited meta.json": (_edit_meta, "meta.json is corrupt"),
     "garbage meta.json": (_garbage_meta, "meta.json is not valid JSON"),
+    "history edited, checksum recomputed": (
+        _edit_history_rechecked, "meta.json: its history does not match the one recorded at the end of .*state.eqx"),
+    "history of unequal lengths, checksum recomputed": (
+        _ragged_history_rechecked, "meta.json: its history's entries have different lengths"),
+    "no run entry, checksum recomputed": (_no_run_rechecked, "meta.json has no 'run' entry"),
     "from another width": (_other_width, "state.eqx is"),
 }
 
@@ -182,6 +208,27 @@ def test_a_damaged_only_checkpoint_is_an_error_naming_the_file(tmp_path, run, da
     fn(_newest(d))
     with pytest.raises(ValueError, match=f"every checkpoint in .* is damaged: .*step-00000010.{reason}"):
         load_checkpoint(str(d), _carry(0), run=run, num_steps=100)
+
+
+def _as_format_1(path):
+    """Rewrite a checkpoint as format 1 wrote it: state.eqx without the history line."""
+    f = os.path.join(path, "state.eqx")
+    data = open(f, "rb").read()
+    assert data.endswith(b"\n") and b"declebm-history sha256 " in data[-100:]
+    data = data[: data.rindex(b"declebm-history sha256 ")]
+    open(f, "wb").write(data)
+    _rewrite_meta(path, lambda meta: meta.update(
+        version=1, files={"state.eqx": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}))
+
+
+def test_a_checkpoint_of_format_1_still_resumes_checked_as_then(tmp_path, run):
+    _save(tmp_path, [10], run)
+    _as_format_1(_newest(tmp_path))
+    carry, history = load_checkpoint(str(tmp_path), _carry(0), run=run, num_steps=100)
+    assert int(carry.step) == 10 and history["loss"].tolist() == [5.0]
+    _flip_byte(_newest(tmp_path))
+    with pytest.raises(ValueError, match="step-00000010.state.eqx is corrupt"):
+        load_checkpoint(str(tmp_path), _carry(0), run=run, num_steps=100)
 
 
 def test_num_steps_below_the_checkpoint_is_refused(tmp_path, run):

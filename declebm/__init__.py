@@ -26,6 +26,55 @@ from ._strategy import AbstractStrategy as AbstractStrategy
 
 __version__ = "0.1.0"
 
+
+
+def _subpackage(name: str):
+    """``declebm.<name>`` for the subpackages kept in their own top-level folders.
+
+    An install puts ``models/`` and ``inference/`` inside the package (pyproject.toml's
+    ``package-dir``), where the import system finds them. In the source tree they are
+    siblings of this folder, and a Python started in the repository root imports this
+    folder (the working directory comes first on ``sys.path``) in place of the installed
+    package: there ``declebm.<name>`` is loaded from the folder that pyproject.toml
+    beside it maps to it, so the checkout imports as the install does. Only a folder the
+    source tree's own mapping names is used, never an unrelated one.
+    """
+    import importlib
+    import importlib.util
+    import os
+    import sys
+
+    full = f"{__name__}.{name}"
+    try:
+        return importlib.import_module(full)
+    except ModuleNotFoundError as e:
+        if e.name != full:
+            raise
+        missing = e
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folder = None
+    try:
+        import tomllib
+
+        with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+            mapped = tomllib.load(f)["tool"]["setuptools"]["package-dir"][full]
+        folder = os.path.join(root, mapped)
+    except (OSError, KeyError, TypeError, ValueError):
+        pass
+    if folder is None or not os.path.isfile(os.path.join(folder, "__init__.py")):
+        raise missing
+    spec = importlib.util.spec_from_file_location(full, os.path.join(folder, "__init__.py"),
+                                                  submodule_search_locations=[folder])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(full, None)
+        raise
+    return module
+
+
 # The public face may expose the subpackages as attributes, as `equinox` exposes `eqx.nn`.
-from . import inference as inference  # noqa: E402
-from . import models as models  # noqa: E402
+inference = _subpackage("inference")
+models = _subpackage("models")

@@ -1,7 +1,10 @@
 """The one-namespace packaging and the one-way arrows of DESIGN.md."""
 
 import ast
+import os
 import pathlib
+
+import pytest
 
 import declebm
 import declebm.inference
@@ -116,3 +119,41 @@ def test_the_readme_install_command_installs_what_the_library_and_examples_impor
         if not dists & installed:
             missing[module] = where
     assert not missing, f"imported but not installed by pip install '.[plot]': {missing}"
+
+
+@pytest.mark.slow
+def test_the_checkout_imports_beside_a_regular_install(tmp_path):
+    # The README's commands run in the repository root after `pip install ".[plot]"` (not
+    # editable). There the folder declebm/ comes first on sys.path and shadows the install;
+    # it must import as the install does (models/ and inference/ as declebm.models and
+    # declebm.inference), and elsewhere the install itself must import.
+    import shutil
+    import site
+    import subprocess
+    import sys
+
+    src, target = tmp_path / "src", tmp_path / "site"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("declebm", "models", "inference"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+                          "--target", str(target), str(src)], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    # -S: no site initialisation, so no .pth file (an editable install's import hook) can
+    # rescue the import; the dependencies come from this interpreter's site-packages.
+    paths = [str(target), *site.getsitepackages(), site.getusersitepackages()]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONSAFEPATH", "PYTHONPATH")}
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    code = ("import declebm, declebm.models, declebm.inference\n"
+            "from declebm.inference import MALA\n"
+            "from declebm.models import MLPEnergy\n"
+            "assert declebm.models is declebm.__dict__['models'] and MALA.__module__.startswith('declebm.inference')\n"
+            "print(declebm.__file__, declebm.models.__file__, declebm.inference.__file__, sep='\\n')\n")
+    for cwd, where in ((ROOT, ROOT), (tmp_path, target / "declebm")):
+        out = subprocess.run([sys.executable, "-S", "-c", code], cwd=cwd, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, f"import declebm in {cwd}:\n{out.stderr[-3000:]}"
+        core, models, inference = (pathlib.Path(line).resolve() for line in out.stdout.split())
+        assert core.parent.name == "declebm" and models.parent.name == "models" and inference.parent.name == "inference"
+        assert pathlib.Path(where).resolve() in core.parents, (cwd, core)

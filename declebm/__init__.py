@@ -27,7 +27,6 @@ from ._strategy import AbstractStrategy as AbstractStrategy
 __version__ = "0.1.0"
 
 
-
 def _subpackage(name: str):
     """``declebm.<name>`` for the subpackages kept in their own top-level folders.
 

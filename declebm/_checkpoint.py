@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._ebm import trainable_filter
-from ._serialise import describe, diff_leaf_specs, fsync_dir, leaf_specs, sha256_file
+from ._serialise import describe, diff_leaf_specs, fsync_dir, leaf_specs, read_leaves, sha256_file, write_leaves
 
 FORMAT = "declebm-checkpoint"
 VERSION = 2
@@ -402,7 +402,7 @@ def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run
     try:
         with open(os.path.join(tmp, _STATE), "wb") as f:
             w = _HashingWriter(f)
-            eqx.tree_serialise_leaves(w, carry)
+            write_leaves(w, carry)
             recorded = json.loads(json.dumps({k: np.asarray(v).tolist() for k, v in history.items()}))
             w.write(_history_line(recorded))
             f.flush()
@@ -559,7 +559,8 @@ def _read(path: str, meta: dict, like: Any, *, run: dict, num_steps: int, direct
             + "; ".join(differences).replace("template", "this call")
         )
     try:
-        carry = eqx.tree_deserialise_leaves(spath, like)
+        with open(spath, "rb") as f:
+            carry = read_leaves(f, like, meta["carry"])
     except Exception as e:  # noqa: BLE001 -- re-raised with the file named
         raise ValueError(f"resume: cannot read {spath} ({type(e).__name__}: {e})") from e
     saved_step = getattr(carry, "step", None)

@@ -138,8 +138,71 @@ def _is_written(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
 
 
+def _is_distribution(x: Any) -> bool:
+    return isinstance(x, dist.Distribution)
+
+
+def _distribution_fields(d: dist.Distribution) -> dict[str, Any]:
+    """The pytree data fields of a NumPyro density by name, in sorted order."""
+    return {name: d.__dict__.get(name) for name in sorted(type(d).gather_pytree_data_fields())}
+
+
+def canonical_tree(tree: Any) -> Any:
+    """``tree`` with every NumPyro density replaced by a dict of its data fields by name.
+
+    NumPyro flattens a density's fields in the order of a Python ``set`` of their names
+    (``Distribution.gather_pytree_data_fields``), which changes with the interpreter's
+    string hashing from one process to the next: ``Normal``'s leaves are ``(loc, scale)``
+    in one process and ``(scale, loc)`` in another. A file written in the order of the
+    first and read in the order of the second would swap same-shaped fields silently.
+    Dicts flatten in sorted key order, so the canonical tree's leaves, and the paths that
+    name them (``.base['base_dist']['loc']``), are the same in every process."""
+
+    def convert(x):
+        if not _is_distribution(x):
+            return x
+        return {name: canonical_tree(v) for name, v in _distribution_fields(x).items()}
+
+    return jtu.tree_map(convert, tree, is_leaf=_is_distribution)
+
+
+def from_canonical_tree(canonical: Any, like: Any) -> Any:
+    """Undo ``canonical_tree``: ``like``'s structure (its densities included) with the
+    leaves of ``canonical``, a tree of ``canonical_tree(like)``'s structure."""
+    leaves, treedef = jtu.tree_flatten(like, is_leaf=_is_distribution)
+    parts = treedef.flatten_up_to(canonical)
+
+    def rebuild(part, template):
+        if not _is_distribution(template):
+            return part
+        names = type(template).gather_pytree_data_fields()
+        children = tuple(from_canonical_tree(part[n], template.__dict__.get(n)) for n in names)
+        return type(template).tree_unflatten(template.tree_flatten()[1], children)
+
+    return jtu.tree_unflatten(treedef, [rebuild(p, t) for p, t in zip(parts, leaves)])
+
+
+def write_leaves(f: Any, tree: Any) -> None:
+    """Equinox's ``tree_serialise_leaves`` of ``tree`` in the canonical leaf order."""
+    eqx.tree_serialise_leaves(f, canonical_tree(tree))
+
+
+def read_leaves(f: Any, like: Any, saved_specs: list) -> Any:
+    """The leaves ``write_leaves`` wrote, read into ``like``. Files written before the
+    canonical order hold a density's leaves in the writer's set order: they are read in
+    this process's order when their recorded specs match it (as they always were)."""
+    if diff_leaf_specs(saved_specs, leaf_specs(like)) and not diff_leaf_specs(saved_specs, _raw_leaf_specs(like)):
+        return eqx.tree_deserialise_leaves(f, like)
+    return from_canonical_tree(eqx.tree_deserialise_leaves(f, canonical_tree(like)), like)
+
+
 def leaf_specs(tree: Any) -> list[list]:
-    """``[path, shape, dtype]`` of every array leaf and ``[path, type]`` of every other leaf."""
+    """``[path, shape, dtype]`` of every array leaf and ``[path, type]`` of every other
+    leaf, of the canonical tree (``canonical_tree``: the same in every process)."""
+    return _raw_leaf_specs(canonical_tree(tree))
+
+
+def _raw_leaf_specs(tree: Any) -> list[list]:
     out = []
     for path, leaf in jtu.tree_flatten_with_path(tree)[0]:
         name = jtu.keystr(path)
@@ -237,7 +300,10 @@ def _placeholder_spec(x: Any, where: str) -> dict:
     if isinstance(x, (bool, int, float)):
         return {"number": type(x).__name__}
     if _is_array(x) and np.dtype(x.dtype).kind in "biuf":
-        return {"shape": [int(s) for s in np.shape(x)], "dtype": str(x.dtype)}
+        # NumPyro keeps a Python-number parameter as a NumPy array (``Normal(loc, 1.0)``'s
+        # scale is ``np.ndarray`` float64): the placeholder must be the same kind of leaf
+        spec = {"shape": [int(s) for s in np.shape(x)], "dtype": str(x.dtype)}
+        return {**spec, "numpy": True} if isinstance(x, np.ndarray) else spec
     raise _NoRecipe(f"{where} is a {type(x).__name__}, which cannot be recorded")
 
 
@@ -317,6 +383,8 @@ def _placeholder(spec: dict, fill: float) -> Any:
     if "number" in spec:
         kinds = {"bool": bool, "int": int, "float": float}
         return kinds[spec["number"]](fill)
+    if spec.get("numpy") is True:
+        return np.full(tuple(int(s) for s in spec["shape"]), fill, _numeric_dtype(spec["dtype"]))
     return jnp.full(tuple(int(s) for s in spec["shape"]), fill, _numeric_dtype(spec["dtype"]))
 
 
@@ -459,7 +527,7 @@ def save(path: str | os.PathLike, model: Any) -> None:
         raise ValueError(f"model: expected a model with arrays to save, got {type(model).__name__} with none")
     buf = io.BytesIO()
     try:
-        eqx.tree_serialise_leaves(buf, model)
+        write_leaves(buf, model)
     except Exception as e:  # noqa: BLE001 -- re-raised with the argument named
         raise TypeError(f"model: cannot serialise a {type(model).__name__} ({type(e).__name__}: {e})") from e
     body = buf.getvalue()
@@ -596,10 +664,13 @@ def load(path: str | os.PathLike, like: Any = None, *, trust: tuple[str, ...] | 
             ) from e
         # The recipe fixes the structure; the dtypes are the file's (e.g. float64 under x64).
         dtypes = {s[0]: s[2] for s in header["leaves"] if len(s) == 3}
-        like = jtu.tree_map_with_path(
-            lambda p, x: x.astype(dtypes[jtu.keystr(p)])
-            if isinstance(x, jax.Array) and jtu.keystr(p) in dtypes and str(x.dtype) != dtypes[jtu.keystr(p)]
-            else x,
+        like = from_canonical_tree(
+            jtu.tree_map_with_path(
+                lambda p, x: x.astype(dtypes[jtu.keystr(p)])
+                if isinstance(x, jax.Array) and jtu.keystr(p) in dtypes and str(x.dtype) != dtypes[jtu.keystr(p)]
+                else x,
+                canonical_tree(like),
+            ),
             like,
         )
         from_where = "the rebuilt model"
@@ -612,7 +683,7 @@ def load(path: str | os.PathLike, like: Any = None, *, trust: tuple[str, ...] | 
             f"{from_where} ({type(like).__name__}): " + "; ".join(differences)
         )
     try:
-        return eqx.tree_deserialise_leaves(io.BytesIO(body), like)
+        return read_leaves(io.BytesIO(body), like, header["leaves"])
     except Exception as e:  # noqa: BLE001 -- re-raised with the file named
         raise ValueError(f"path: cannot read the leaves of {path!r} into {type(like).__name__} ({type(e).__name__}: {e})") from e
 

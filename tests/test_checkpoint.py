@@ -452,3 +452,17 @@ def test_kill_9_at_random_times_and_at_the_worst_instants_resumes_exactly(tmp_pa
     assert sorted(resumed.files) == sorted(reference)
     for k in reference:
         np.testing.assert_array_equal(resumed[k], reference[k], err_msg=k)
+
+
+def test_a_state_holding_a_numpyro_density_resumes_in_a_process_whose_field_order_differs(tmp_path, run, monkeypatch):
+    # NumPyro orders a density's leaves by a set of field names (PYTHONHASHSEED-dependent)
+    import numpyro.distributions as dist
+
+    state = {"base": dist.Normal(jnp.arange(3.0), jnp.arange(1.0, 4.0)), "step": jnp.asarray(5, jnp.int32)}
+    save_checkpoint(str(tmp_path), state, {"step": [5]}, step=5, run=run)
+    order = tuple(reversed(dist.Normal.gather_pytree_data_fields()))
+    monkeypatch.setattr(dist.Normal, "gather_pytree_data_fields", classmethod(lambda c: order))
+    like = {"base": dist.Normal(jnp.zeros(3), jnp.ones(3)), "step": jnp.asarray(0, jnp.int32)}
+    carry, _ = load_checkpoint(str(tmp_path), like, run=run, num_steps=100)
+    np.testing.assert_array_equal(carry["base"].loc, np.arange(3.0))
+    np.testing.assert_array_equal(carry["base"].scale, np.arange(1.0, 4.0))

@@ -428,3 +428,30 @@ def test_a_trained_model_round_trips(tmp_path):
     loaded = eb.load(tmp_path / "trained.eqx")
     _assert_same_model(result.model, loaded)
     np.testing.assert_array_equal(loaded.energy_batch(data[:8]), result.model.energy_batch(data[:8]))
+
+
+@pytest.fixture
+def reversed_numpyro_field_order(monkeypatch):
+    """NumPyro flattens a density's fields in the order of a ``set`` of their names, which
+    changes with PYTHONHASHSEED between processes: emulate the other process's order."""
+
+    def patch():
+        for cls in (dist.Normal, dist.MultivariateNormal, dist.Independent):
+            order = tuple(reversed(cls.gather_pytree_data_fields()))
+            monkeypatch.setattr(cls, "gather_pytree_data_fields", classmethod(lambda c, o=order: o))
+
+    return patch
+
+
+@pytest.mark.parametrize("scale", [np.arange(1.0, 5.0, dtype=np.float32), 1.0], ids=["array", "python-float"])
+def test_a_numpyro_base_loads_in_a_process_whose_field_order_differs(tmp_path, reversed_numpyro_field_order, scale):
+    # loc and scale of the same shape: read in the other order, they would swap silently
+    base = dist.Normal(jnp.arange(4.0), scale).to_event(1)
+    model = eb.EBM(MLPEnergy(4, 8, 1, key=jax.random.key(0)), base=base)
+    eb.save(tmp_path / "m.eqx", model)
+    reversed_numpyro_field_order()
+    loaded = eb.load(tmp_path / "m.eqx")
+    np.testing.assert_array_equal(loaded.base.base_dist.loc, np.arange(4.0))
+    np.testing.assert_array_equal(loaded.base.base_dist.scale, np.broadcast_to(scale, np.shape(base.base_dist.scale)))
+    x = jnp.ones((3, 4))
+    np.testing.assert_array_equal(loaded.log_prob_unnorm_batch(x), model.log_prob_unnorm_batch(x))

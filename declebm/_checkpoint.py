@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._ebm import trainable_filter
-from ._serialise import describe, diff_leaf_specs, fsync_dir, leaf_specs, read_leaves, sha256_file, write_leaves
+from ._serialise import describe, fsync_dir, leaf_differences, leaf_specs, read_leaves, sha256_file, write_leaves
 
 FORMAT = "declebm-checkpoint"
 VERSION = 2
@@ -552,7 +552,7 @@ def _read(path: str, meta: dict, like: Any, *, run: dict, num_steps: int, direct
             f"cannot go back. Pass num_steps >= {step}, or start a new run in another checkpoint_dir."
         )
     spath = os.path.join(path, _STATE)
-    differences = diff_leaf_specs(meta["carry"], leaf_specs(like))
+    differences = leaf_differences(meta["carry"], like)
     if differences:
         raise ValueError(
             f"resume: {spath} holds a training state of another structure than this call's: "

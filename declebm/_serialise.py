@@ -191,9 +191,18 @@ def read_leaves(f: Any, like: Any, saved_specs: list) -> Any:
     """The leaves ``write_leaves`` wrote, read into ``like``. Files written before the
     canonical order hold a density's leaves in the writer's set order: they are read in
     this process's order when their recorded specs match it (as they always were)."""
-    if diff_leaf_specs(saved_specs, leaf_specs(like)) and not diff_leaf_specs(saved_specs, _raw_leaf_specs(like)):
+    if _is_legacy_order(saved_specs, like):
         return eqx.tree_deserialise_leaves(f, like)
     return from_canonical_tree(eqx.tree_deserialise_leaves(f, canonical_tree(like)), like)
+
+
+def _is_legacy_order(saved_specs: list, like: Any) -> bool:
+    return bool(diff_leaf_specs(saved_specs, leaf_specs(like))) and not diff_leaf_specs(saved_specs, _raw_leaf_specs(like))
+
+
+def leaf_differences(saved_specs: list, like: Any) -> list[str]:
+    """``diff_leaf_specs`` of a file's recorded specs against ``like`` (either leaf order)."""
+    return [] if _is_legacy_order(saved_specs, like) else diff_leaf_specs(saved_specs, leaf_specs(like))
 
 
 def leaf_specs(tree: Any) -> list[list]:
@@ -676,7 +685,7 @@ def load(path: str | os.PathLike, like: Any = None, *, trust: tuple[str, ...] | 
         from_where = "the rebuilt model"
     else:
         from_where = "like"
-    differences = diff_leaf_specs(header["leaves"], leaf_specs(like))
+    differences = leaf_differences(header["leaves"], like)
     if differences:
         raise ValueError(
             f"{'like' if from_where == 'like' else 'path'}: the model in {path!r} ({header.get('class')}) does not match "

@@ -455,3 +455,15 @@ def test_a_numpyro_base_loads_in_a_process_whose_field_order_differs(tmp_path, r
     np.testing.assert_array_equal(loaded.base.base_dist.scale, np.broadcast_to(scale, np.shape(base.base_dist.scale)))
     x = jnp.ones((3, 4))
     np.testing.assert_array_equal(loaded.log_prob_unnorm_batch(x), model.log_prob_unnorm_batch(x))
+
+
+def test_a_file_written_before_the_canonical_order_still_loads(tmp_path, monkeypatch):
+    import declebm._serialise as serialise
+
+    model = eb.EBM(MLPEnergy(4, 8, 1, key=jax.random.key(0)), base=dist.Normal(jnp.arange(4.0), jnp.ones(1)).to_event(1))
+    with monkeypatch.context() as m:  # the writer of before: NumPyro's own leaf order and paths
+        m.setattr(serialise, "canonical_tree", lambda tree: tree)
+        eb.save(tmp_path / "old.eqx", model)
+    assert "<flat index" in (tmp_path / "old.eqx").read_bytes().decode("latin-1")
+    loaded = eb.load(tmp_path / "old.eqx")
+    np.testing.assert_array_equal(loaded.base.base_dist.loc, np.arange(4.0))

@@ -158,3 +158,14 @@ def test_grid_log_z_memory_does_not_grow_with_the_resolution(monkeypatch):
     full = _needed_gib(monkeypatch, eb.evaluate.grid_log_prob, model=model, resolution=16_000)
     output = 16_000**2 * 4 / 2**30
     assert output <= full < 2 * output + large
+
+
+def test_grid_points_counts_the_mesh_and_its_copy(monkeypatch):
+    # grid_points returns the mesh: its d coordinate arrays and their stacked copy exist at
+    # once, 2 * d * r^d numbers (300^2: 1.4 MB; the old check counted the 0.7 MB of the copy).
+    model = eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0)))
+    monkeypatch.setattr(eb.evaluate._grid, "_MAX_GIB", 1 / 1024)
+    with pytest.raises(ValueError, match=r"^resolution: a 300\^2 grid of points would need 3\.6e\+05 values"):
+        eb.evaluate.grid_points(model, resolution=300)
+    points, cell = eb.evaluate.grid_points(model, resolution=200)
+    assert points.shape == (40_000, 2) and cell == pytest.approx((10 / 200) ** 2, rel=1e-4)  # float32 axes

@@ -243,9 +243,33 @@ def check_array(
     values = np.asarray(arr, dtype=np.float64)
     if finite and not np.all(np.isfinite(values)):
         raise ValueError(f"{name}: contains {int((~np.isfinite(values)).sum())} NaN or infinite values")
+    if finite:
+        check_representable(values, arr.dtype, name)
     if positive and np.any(values <= 0):
         raise ValueError(f"{name}: expected every element > 0, got minimum {values.min():g}")
     return jnp.asarray(arr)
+
+
+def check_representable(values: np.ndarray, dtype: Any, name: str) -> None:
+    """Refuse finite ``values`` (of floating ``dtype``) that JAX's cast makes infinite.
+
+    JAX stores an array in ``jax.dtypes.canonicalize_dtype(dtype)``: float64 becomes
+    float32 while x64 mode is off, and a magnitude beyond float32's largest finite value
+    (3.4e38) becomes ``inf`` there, to surface much later as a "divergence". Said here, at
+    the argument, instead."""
+    target = jax.dtypes.canonicalize_dtype(dtype)
+    if target == np.dtype(dtype):
+        return
+    largest = float(jnp.finfo(target).max)
+    over = np.abs(values) > largest
+    if over.any():
+        count = int(over.sum())
+        raise ValueError(
+            f"{name}: {count} value{'s exceed' if count > 1 else ' exceeds'} {target}'s range (largest finite "
+            f"{largest:.2g}): JAX casts {np.dtype(dtype)} to {target} while x64 mode is off, and there the largest "
+            f"magnitude given, {float(np.abs(values).max()):.3g}, would become inf; rescale the data (e.g. "
+            f"standardise them) or enable x64 (jax.config.update('jax_enable_x64', True))"
+        )
 
 
 def check_examples(
@@ -253,8 +277,9 @@ def check_examples(
 ) -> Array:
     """Validate an array of examples ``(num_examples, *event_shape)``: floating point,
     finite, at least ``min_examples`` examples, each of shape ``event_shape`` (when
-    known) and with at least one number. Returns it as a JAX array of the same floating
-    dtype (see the module docstring for the dtype rule)."""
+    known) and with at least one number, and within the range of the dtype JAX stores it
+    in (``check_representable``). Returns it as a JAX array of the same floating dtype (see
+    the module docstring for the dtype rule)."""
     if _is_traced(x):
         return x
     arr = _as_array(x, name, "an array of examples (num_examples, *event_shape)")
@@ -279,9 +304,11 @@ def check_examples(
         raise ValueError(
             f"{name}: expected at least {min_examples} example{'s' if min_examples > 1 else ''}, got {arr.shape[0]}"
         )
-    finite = np.isfinite(np.asarray(arr, dtype=np.float64))
+    values = np.asarray(arr, dtype=np.float64)
+    finite = np.isfinite(values)
     if not finite.all():
         raise ValueError(f"{name}: contains {int((~finite).sum())} NaN or infinite values")
+    check_representable(values, arr.dtype, name)
     return jnp.asarray(arr)
 
 

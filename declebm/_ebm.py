@@ -171,9 +171,24 @@ class EBM(eqx.Module):
 
     # ---- batched helpers ------------------------------------------------------------
     def _num_event_dims(self, x: Array) -> int:
+        """The number of trailing axes of ``x`` that hold one example; a ``ValueError``
+        naming both shapes when they are not the model's ``event_shape`` (checked on the
+        static shape, so also inside ``jit``, at no cost at run time)."""
         if self.event_shape is None:
             return x.ndim - 1 if x.ndim > 0 else 0
-        return len(self.event_shape)
+        event = tuple(self.event_shape)
+        shape = tuple(jnp.shape(x))
+        if len(shape) < len(event):
+            raise ValueError(
+                f"x: expected an array of shape (*batch, {', '.join(map(str, event))}) (examples of the model's "
+                f"event_shape {event}), got shape {shape}"
+            )
+        if shape[len(shape) - len(event):] != event:
+            raise ValueError(
+                f"x: the examples have shape {shape[len(shape) - len(event):]}, the model expects {event} "
+                f"(its event_shape; x has shape {shape}, read as (*batch, *event_shape))"
+            )
+        return len(event)
 
     def energy_batch(self, x: Float[Array, "*batch *event"], **kwargs) -> Float[Array, "*batch"]:
         """``E`` over every leading batch axis of ``x``."""

@@ -151,6 +151,21 @@ class Langevin(AbstractSampler):
     def is_differentiable(self) -> bool:
         return True
 
+    def _check_chains(self, num_chains: int) -> None:
+        """Per-chain ``step_size``/``noise_scale`` must have one value per chain (checked
+        on static shapes, so also while tracing)."""
+        for name in ("step_size", "noise_scale"):
+            value = getattr(self, name)
+            if value is not None and jnp.ndim(value) == 1 and jnp.shape(value)[0] != num_chains:
+                raise ValueError(
+                    f"{name}: {jnp.shape(value)[0]} per-chain values (one per chain) for {num_chains} chains; give "
+                    f"{num_chains} values, one number for every chain, or run {jnp.shape(value)[0]} chains"
+                )
+
+    def init(self, model, x: Array, **kwargs) -> LangevinState:
+        self._check_chains(x.shape[0])
+        return super().init(model, x, **kwargs)
+
     def init_chain(self, logdensity_fn: Callable, x: Array) -> LangevinState:
         return LangevinState(x, x, jnp.full((), jnp.nan, x.dtype))
 
@@ -201,6 +216,7 @@ class Langevin(AbstractSampler):
         # All chains in one move: the noise is drawn for the whole batch from one key
         # instead of splitting a key per chain (the Euler step is the same as step_chain's).
         x = state.position
+        self._check_chains(x.shape[0])
         mapped, fixed = split_mapped(kwargs, x.shape[:1])
         log_p, grad = jax.vmap(
             lambda xi, kw: jax.value_and_grad(lambda y: model.log_prob_unnorm(y, **kw, **fixed))(xi))(x, mapped)

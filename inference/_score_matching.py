@@ -33,7 +33,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractStrategy
-from declebm._checks import check_choice, check_flag, check_positive
+from declebm._checks import _describe, check_choice, check_flag, check_positive
 from declebm._ebm import EBM, check_energy
 
 _PROJECTIONS = ("gaussian", "rademacher")
@@ -181,7 +181,8 @@ class DenoisingScoreMatching(AbstractStrategy):
 
     Arguments:
         sigma: the single noise standard deviation.
-        sigmas: several noise standard deviations (for a noise-conditioned energy).
+        sigmas: several noise standard deviations (for a noise-conditioned energy); one
+            number is one level given to such an energy.
         noise_arg: the keyword under which the energy receives the level (``"sigma"``).
 
     Metric: ``score_sq_norm``, mean ``||sigma s(x~)||^2`` (at the optimum, for data with
@@ -203,11 +204,16 @@ class DenoisingScoreMatching(AbstractStrategy):
         if sigma is not None:
             levels = [check_positive(sigma, "sigma")]
         else:
-            if isinstance(sigmas, (str, bytes)) or not hasattr(sigmas, "__len__"):
-                raise TypeError(f"sigmas: expected a non-empty sequence of positive numbers, got {sigmas!r}")
-            if len(sigmas) == 0 or np.ndim(sigmas) != 1:
-                raise ValueError(f"sigmas: expected a non-empty 1-D sequence of positive numbers, got {sigmas!r}")
-            levels = [check_positive(s, f"sigmas[{i}]") for i, s in enumerate(sigmas)]
+            if isinstance(sigmas, (str, bytes, dict, set)) or not (hasattr(sigmas, "__len__") or np.ndim(sigmas) == 0):
+                raise TypeError(f"sigmas: expected a non-empty sequence of positive numbers, got {_describe(sigmas)}")
+            if np.ndim(sigmas) == 0:  # one level, for an energy that takes it: sigmas=0.05
+                levels = [check_positive(sigmas, "sigmas")]
+            elif np.ndim(sigmas) != 1 or len(sigmas) == 0:
+                raise ValueError(
+                    f"sigmas: expected a number or a non-empty 1-D sequence of positive numbers, got {_describe(sigmas)}"
+                )
+            else:
+                levels = [check_positive(s, f"sigmas[{i}]") for i, s in enumerate(sigmas)]
         if not isinstance(noise_arg, str) or not noise_arg.isidentifier():
             raise ValueError(f"noise_arg: expected a keyword name such as 'sigma', got {noise_arg!r}")
         # An array, not a tuple of floats: the levels are traced values, so a sweep over

@@ -116,7 +116,9 @@ def test_grid_warns_about_mass_on_the_edge():
     "kwargs, error, match",
     [
         (dict(resolution=1), ValueError, "resolution"),
-        (dict(resolution=40_000), ValueError, "resolution: a 40000\\^2 grid would need"),
+        # evaluated chunk by chunk, a grid's memory is bounded (tests/test_evaluate_grid.py);
+        # its points are numbered by int32
+        (dict(resolution=50_000), ValueError, "resolution: a 50000\\^2 grid has 2.5e\\+09 points"),
         (dict(resolution=2.5), TypeError, "resolution"),
         (dict(bounds=(-np.inf, 5.0)), ValueError, "bounds: expected finite"),
         (dict(bounds=(np.nan, 5.0)), ValueError, "bounds: expected finite"),
@@ -342,3 +344,27 @@ def test_type_change_names_the_leaf():
     assert type_change(strong_dtypes(model), strong_dtypes(model)) is None
     assert "['energy']['b'] changed from float32[2] to float32[3]" == type_change(
         model, {"energy": {"a": model["energy"]["a"], "b": jnp.ones(3)}})
+
+
+# ---- issue 19, item 11: float64 data beyond float32's range ------------------------------
+
+
+def test_float64_data_beyond_float32s_range_are_refused_not_cast_to_inf():
+    # Under JAX's default (x64 off) float64 data are cast to float32, whose largest finite
+    # value is 3.4e38: 1e39 would become inf and surface later as a "divergence".
+    data = np.ones((64, 2))
+    data[3, 1] = 1e39
+    data[5, 0] = -2e39
+    message = r"float32's range \(largest finite 3\.4e\+38\).*rescale"
+    with pytest.raises(ValueError, match=rf"^data: 2 values exceed {message}"):
+        eb.fit(_MODEL, data, DenoisingScoreMatching(0.1), num_steps=2, batch_size=8, key=KEY, progress=False)
+    with pytest.raises(ValueError, match=rf"^init: 2 values exceed {message}"):
+        eb.sample(_MODEL, MALA(0.1), init=data, num_steps=1, key=KEY)
+    with pytest.raises(ValueError, match=rf"^x: 2 values exceed {message}"):
+        eb.evaluate.mmd(data, np.ones((64, 2)))
+    with pytest.raises(ValueError, match=rf"^inverse_mass_matrix: 1 value exceeds {message}"):
+        HMC(0.1, inverse_mass_matrix=np.array([1.0, 1e39]))
+    with jax.enable_x64(True):  # float64 is kept: nothing is cast, nothing refused
+        from declebm._checks import check_examples
+
+        assert check_examples(data, "data", (2,)).dtype == jnp.float64

@@ -87,3 +87,19 @@ class _VectorEnergy(eqx.Module):
 def test_non_scalar_energy_is_refused():
     with pytest.raises(TypeError, match="energy: must return a scalar"):
         eb._ebm.check_energy(eb.EBM(_VectorEnergy()), (2,))
+
+
+# ---- issue 19, item 11: examples of the wrong shape get a clear error ---------------------
+
+
+@pytest.mark.parametrize("method", ["energy_batch", "log_prob_unnorm_batch", "score_batch"])
+def test_batched_helpers_refuse_examples_of_another_shape(method):
+    model = eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0)))
+    with pytest.raises(ValueError, match=r"^x: the examples have shape \(3,\), the model expects \(2,\)"):
+        getattr(model, method)(jnp.ones((5, 3)))
+    with pytest.raises(ValueError, match=r"^x: expected an array of shape \(\*batch, 2\)"):
+        getattr(model, method)(jnp.ones(()))
+    # inside jit the check is the same (shapes are static)
+    with pytest.raises(ValueError, match=r"^x: the examples have shape \(3,\)"):
+        eqx.filter_jit(getattr(model, method))(jnp.ones((5, 3)))
+    assert getattr(model, method)(jnp.ones((4, 5, 2))).shape[:2] == (4, 5)

@@ -167,3 +167,20 @@ def test_training_reports_mh_acceptance_for_langevin_only():
         assert ("mh_acceptance" in metrics) == expected
         if expected:
             assert float(metrics["mh_acceptance"]) > 0.99
+
+
+# ---- issue 19, item 11: per-chain step sizes for another number of chains --------------
+
+
+@pytest.mark.parametrize("field", ["step_size", "noise_scale"])
+def test_langevin_per_chain_values_must_match_the_chains(field):
+    model = eb.EBM(GaussianEnergy(jnp.zeros(2)))
+    kwargs = {"step_size": 0.1, field: np.array([0.1, 0.1, 0.1])}
+    with pytest.raises(ValueError, match=rf"^{field}: 3 per-chain values \(one per chain\) for 4 chains"):
+        eb.sample(model, Langevin(**kwargs), num_samples=4, num_steps=2, key=jax.random.key(0))
+    sampler = Langevin(**kwargs)
+    state = sampler.init(model, jnp.zeros((3, 2)))
+    with pytest.raises(ValueError, match=rf"^{field}: 3 per-chain values"):
+        sampler.step(model, state._replace(position=jnp.zeros((4, 2)), previous_position=jnp.zeros((4, 2)),
+                                           previous_log_ratio=jnp.zeros(4)), jax.random.key(0))
+    assert eb.sample(model, sampler, num_samples=3, num_steps=2, key=jax.random.key(0)).shape == (3, 2)

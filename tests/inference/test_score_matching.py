@@ -165,3 +165,23 @@ def test_bad_input():
 def test_strategies_are_modules():
     for s in (ExactScoreMatching(), SlicedScoreMatching(), DenoisingScoreMatching(0.1)):
         assert isinstance(s, eb.AbstractStrategy) and isinstance(s, eqx.Module)
+
+
+# ---- issue 19, item 11: one noise level given as sigmas ---------------------------------
+
+
+@pytest.mark.parametrize("value", [jnp.asarray(0.05), np.float32(0.05), 0.05, np.asarray([0.05])])
+def test_dsm_sigmas_accepts_one_level_as_a_scalar(value):
+    from declebm.models import NoiseConditionedMLPEnergy
+
+    strategy = DenoisingScoreMatching(sigmas=value)
+    assert strategy.conditional and strategy.sigmas.shape == (1,)
+    np.testing.assert_allclose(strategy.sigmas, [0.05], rtol=1e-6)
+    model = eb.EBM(NoiseConditionedMLPEnergy(2, 8, 1, key=jax.random.key(0)))
+    data = jax.random.normal(jax.random.key(1), (32, 2))
+    result = eb.fit(model, data, strategy, num_steps=2, batch_size=8, key=jax.random.key(2), progress=False)
+    assert np.isfinite(result.history["loss"]).all()
+    with pytest.raises(ValueError, match=r"^sigmas: expected"):
+        DenoisingScoreMatching(sigmas=jnp.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"^sigmas"):
+        DenoisingScoreMatching(sigmas=jnp.asarray(-0.05))

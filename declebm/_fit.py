@@ -33,6 +33,8 @@ class FitResult(eqx.Module):
     ema_model: the exponential moving average of the parameters, when ``ema_decay`` is set.
     opt_state: the optimizer state. step: number of updates applied.
     lr_scale: the factor on every update at the end (below 1 after a divergence rollback).
+    warnings: what the divergence guard reported (also issued as ``RuntimeWarning``s):
+        each rollback, and a run that rolled back and ended worse than it started.
     """
 
     model: Any
@@ -42,6 +44,7 @@ class FitResult(eqx.Module):
     opt_state: Any = None
     step: int = 0
     lr_scale: float = 1.0
+    warnings: tuple[str, ...] = ()
 
 
 # One default optimizer object, so that repeated fits with the default reuse compiled code.
@@ -281,7 +284,7 @@ def fit(
             probe = place(probe, replicated(mesh))
 
     # ---- train -----------------------------------------------------------------------
-    carry, history = train_loop(
+    carry, history, reports = train_loop(
         spec, carry, data, num_steps=num_steps, history=history, guard=divergence_guard, probe=probe,
         event_size=model.event_size, callbacks=callbacks, progress=progress,
         checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
@@ -295,6 +298,7 @@ def fit(
         opt_state=carry.opt_state,
         step=int(carry.step),
         lr_scale=float(carry.lr_scale),
+        warnings=reports,
     )
 
 

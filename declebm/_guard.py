@@ -18,29 +18,54 @@ from ._sample import fit_noise
 class DivergenceGuard(eqx.Module):
     r"""When ``fit`` declares a run diverged, and what it does then.
 
-    After every chunk of steps ``fit`` measures the *energy spread*
-    ``s = std_i E(p_i)`` on fixed probe points ``p_i`` (``num_probe`` training examples
-    and as many draws from a Gaussian fitted to the data, so both the data and the space
-    around them are watched). Energies are defined up to a constant, so the spread (not
-    the level) is what a blow-up moves: it is the log-density ratio the model puts
-    between probe points. With the reference ``r = max(s_0, 1 + d)`` (``s_0`` the spread
-    before training, ``d`` the number of dimensions of one example, since log densities
-    grow with dimension):
+    After every chunk of steps ``fit`` measures two things on fixed probe points: ``k =
+    num_probe`` training examples ``x_i`` and as many draws ``a_j`` from the Gaussian
+    ``q`` fitted to the data per coordinate (``fit_noise``), so both the data and the
+    space around them are watched.
 
-    - the run **diverged** when ``s > max_growth * r`` (default: two orders of
-      magnitude, a density ratio of ``e^{300}`` between probe points of a 2-D model), or
-      when the chunk's mean ``|loss|`` or ``|energy*|`` metrics (energies of data and of
-      samples, as the strategy reports them) exceed ``max_growth`` times their value in
-      the first chunk (at least ``1 + d``), or when a loss, gradient, parameter or
-      strategy state goes non-finite;
-    - a chunk was **healthy** when ``s <= healthy_growth * r``. The model handed back is
-      the one after the last healthy chunk, from before the blow-up began, not the step
-      before a NaN.
+    - The *energy spread* ``s = std E(p)`` over all probe points ``p``. Energies are
+      defined up to a constant, so the spread (not the level) is what a blow-up of the
+      energy network moves. Its reference is ``r = max(s_0, 1 + d)``, ``s_0`` the spread
+      before training and ``d`` the number of dimensions of one example.
+    - The *NLL excess*, how many nats per example the model is worse than ``q`` on the
+      probe's examples, with ``log Z`` estimated by importance sampling from ``q``:
+
+      .. math:: \Delta = \frac1k\sum_i \bigl(\log q(x_i) - \log\tilde p(x_i)\bigr)
+                + \log \frac1k\sum_j \frac{\tilde p(a_j)}{q(a_j)}
+                \;\approx\; \mathrm{NLL}_p - \mathrm{NLL}_q .
+
+      It sees the whole density ``log p~ = beta (-E + log b)``, base included, and needs
+      no reference from the start: a model whose loss looks fine but whose density is
+      absurd (a base far from the data, an energy that falls without bound, weights
+      thrown about by a huge learning rate) is far above 0, while a trained model is near
+      or below 0 (8gaussians: 0.7-0.9 at initialisation, -0.9 trained). The estimate of
+      ``log Z`` errs low (Jensen), so ``Delta`` rarely overstates a model; a nearly flat
+      one in many dimensions reads a few nats high (about 3 in 2-D, 10 in 64-D).
+
+    Then, with the spread, the chunk's mean ``|loss|`` and ``|energy*|`` metrics
+    (energies of data and of samples, as the strategy reports them; reference: their
+    value in the first chunk, at least ``1 + d``) and ``Delta``:
+
+    - the run **diverged** when ``s > max_growth * r`` (default: two orders of magnitude,
+      a density ratio of ``e^{300}`` between probe points of a 2-D model), or the metrics
+      exceed ``max_growth`` times their reference, or ``Delta > max_excess * d`` (default
+      10 nats per dimension: the model gives the data ``e^{-20}`` times the density ``q``
+      gives them in 2-D), or a loss, gradient, parameter or strategy state goes
+      non-finite. A model already past ``max_excess`` before training (e.g. NCE's noise,
+      made its base, far from the data) is refused after the first chunk;
+    - a chunk was **healthy** when ``s <= healthy_growth * r``, the metrics are within
+      ``healthy_growth`` times their reference and ``Delta`` is at most
+      ``max(Delta_0, 0) + max_excess * d * healthy_growth / max_growth`` (``Delta_0``
+      before training). The model handed back is the one after the last healthy chunk,
+      from before the blow-up began, not the step before a NaN.
 
     On divergence ``fit`` raises ``TrainingDivergedError`` (its ``.model`` the last
     healthy one). With ``rollback=True`` it instead restarts from the last healthy state
     with every update scaled by ``lr_factor`` (for Adam or SGD that is the learning rate
-    times ``lr_factor``), at most ``max_rollbacks`` times, then raises.
+    times ``lr_factor``), at most ``max_rollbacks`` times, then raises. Each rollback is
+    issued as a ``RuntimeWarning`` (whatever ``progress``) and listed in
+    ``FitResult.warnings``; so is a run that rolled back and ended with a larger
+    ``Delta`` than it started with (worse than the start).
 
     Pass ``fit(..., divergence_guard=None)`` to keep only the non-finite check.
     """
@@ -51,6 +76,7 @@ class DivergenceGuard(eqx.Module):
     rollback: bool = False
     lr_factor: float = 0.1
     max_rollbacks: int = 3
+    max_excess: float = 10.0
 
     def __check_init__(self):
         check_positive(self.max_growth, "max_growth")
@@ -66,6 +92,7 @@ class DivergenceGuard(eqx.Module):
         if not self.lr_factor < 1:
             raise ValueError(f"lr_factor: expected a factor in (0, 1) that lowers the learning rate, got {self.lr_factor}")
         check_positive(self.max_rollbacks, "max_rollbacks", integer=True, allow_zero=True)
+        check_positive(self.max_excess, "max_excess")
 
     def probe_points(self, data: Float[Array, "n *event"], key: PRNGKeyArray) -> Float[Array, "m *event"]:
         """``num_probe`` training examples and ``num_probe`` draws around the data."""
@@ -73,6 +100,12 @@ class DivergenceGuard(eqx.Module):
 
     def reference(self, spread: float, event_size: int) -> float:
         return max(spread, 1.0 + event_size)
+
+    def excess_limits(self, start: float, event_size: int) -> tuple[float, float]:
+        """``(diverged above, healthy up to)`` for the NLL excess, given its value before
+        training (``start``)."""
+        limit = self.max_excess * event_size
+        return limit, max(start, 0.0) + limit * self.healthy_growth / self.max_growth
 
 
 class Probe(NamedTuple):
@@ -82,6 +115,8 @@ class Probe(NamedTuple):
 
     index: Int[Array, " k"]
     around: Float[Array, "m *event"]
+    loc: Float[Array, "*event"]
+    scale: Float[Array, "*event"]
 
     def points(self, data: Float[Array, "n *event"]) -> Float[Array, "k+m *event"]:
         return jnp.concatenate([data[self.index], self.around.astype(data.dtype)])
@@ -107,11 +142,29 @@ def draw_probe(num_probe: int, data: Float[Array, "n *event"], key: PRNGKeyArray
     loc, scale = (np.asarray(v, np.float64) for v in fit_noise(data, "gaussian"))
     around = loc + scale * rng.standard_normal((num_probe,) + tuple(data.shape[1:]))
     # device_put, not jnp.asarray: that compiles a small copy program for each shape
-    return Probe(jax.device_put(index), jax.device_put(around.astype(np.dtype(data.dtype))))
+    f32 = np.float32
+    return Probe(jax.device_put(index), jax.device_put(around.astype(np.dtype(data.dtype))),
+                 jax.device_put(loc.astype(f32)), jax.device_put(scale.astype(f32)))
 
 
-def energy_spread(model: Any, probe: Float[Array, "m *event"]) -> Float[Array, ""]:
-    """``std`` of the model's energy over the probe points (``inf`` if any is not finite).
-    Traced inside ``fit``'s chunk, which returns it with the chunk's results."""
-    e = model.energy_batch(probe)
-    return jnp.where(jnp.all(jnp.isfinite(e)), jnp.std(e), jnp.inf)
+def _log_q(probe: Probe, x: Float[Array, "m *event"]) -> Float[Array, " m"]:
+    """The log density of the per-coordinate Gaussian ``N(loc, scale^2)`` the probe was drawn from."""
+    z = (x.astype(jnp.float32) - probe.loc) / probe.scale
+    per = -0.5 * z**2 - jnp.log(probe.scale) - 0.5 * jnp.log(2 * jnp.pi)
+    return jnp.sum(per.reshape(x.shape[0], -1), axis=1)
+
+
+def probe_statistics(model: Any, probe: Probe, points: Float[Array, "k+m *event"]) -> Float[Array, "2"]:
+    """``[energy spread, NLL excess]`` of ``model`` on the probe (``points = probe.points(data)``;
+    see ``DivergenceGuard``), each ``inf`` where something is not finite. Traced inside
+    ``fit``'s chunk, which returns them with the chunk's results."""
+    e = model.energy_batch(points)
+    spread = jnp.where(jnp.all(jnp.isfinite(e)), jnp.std(e), jnp.inf)
+    k = probe.index.shape[0]
+    log_p = model.log_prob_unnorm_batch(points).astype(jnp.float32)
+    log_q = _log_q(probe, points)
+    m = points.shape[0] - k
+    log_w = log_p[k:] - log_q[k:]
+    excess = jnp.mean(log_q[:k] - log_p[:k]) + jax.scipy.special.logsumexp(log_w) - jnp.log(jnp.float32(m))
+    excess = jnp.where(jnp.isnan(excess), jnp.inf, excess)
+    return jnp.stack([spread.astype(jnp.float32), excess])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any, Callable, Sequence
 
 import equinox as eqx
@@ -63,8 +64,9 @@ def _metric_scale(means: dict[str, float]) -> float:
 class _Guard:
     """Host state of the divergence guard: the references and the last healthy carry.
 
-    The energy spreads come from the chunk itself (``run_chunk``'s ``spreads``: before
-    and after it); the reference is the spread before the first chunk of this call."""
+    The statistics come from the chunk itself (``run_chunk``'s ``guard``: energy spread
+    and NLL excess before and after it); the references are those before the first chunk
+    of this call."""
 
     def __init__(self, guard: DivergenceGuard | None, carry: Carry, event_size: int):
         self.guard, self.event_size = guard, event_size
@@ -72,23 +74,39 @@ class _Guard:
         self.healthy = carry
         self.ref: float | None = None
         self.ref_metrics: float | None = None
+        self.excess_start: float | None = None
+        self.excess_end: float | None = None
+        self.at_start = False  # the model was past the guard's limits before training
+        self.warnings: list[str] = []
 
-    def verdict(self, carry: Carry, means: dict[str, float], spreads: Any) -> str | None:
+    def verdict(self, carry: Carry, means: dict[str, float], stats: Any) -> str | None:
         """``None`` when the chunk is fine, else why the run diverged. Updates the last
         healthy carry."""
         nonfinite = bool(carry.diverged)
         if self.guard is None:
             self.healthy = eqx.tree_at(lambda c: c.diverged, carry, host_scalar(False, bool))
             return "the loss, a gradient or a parameter became non-finite" if nonfinite else None
-        g = self.guard
-        before, spread = (float(s) for s in np.asarray(spreads))
+        g, d = self.guard, self.event_size
+        (before, excess_before), (spread, excess) = (map(float, row) for row in np.asarray(stats))
         if self.ref is None:
-            self.ref = g.reference(before, self.event_size)
+            self.ref = g.reference(before, d)
+            self.excess_start = excess_before
+            limit, _ = g.excess_limits(excess_before, d)
+            if not excess_before <= limit:
+                self.at_start = True
+                return (
+                    f"before any update the model's estimated NLL on training examples is {excess_before:.3g} nats "
+                    f"above a Gaussian fitted to the data, more than max_excess={g.max_excess:g} per dimension "
+                    f"({limit:.3g} for {d}): its density is far from the data from the start (a base density, or "
+                    "NCE's noise made the base, that misses the data; an energy already at an absurd scale)"
+                )
+        limit, healthy_excess = g.excess_limits(self.excess_start, d)
         scale = _metric_scale(means)
         if self.ref_metrics is None and np.isfinite(scale):
-            self.ref_metrics = g.reference(scale, self.event_size)
+            self.ref_metrics = g.reference(scale, d)
         ref_metrics = self.ref_metrics if self.ref_metrics is not None else np.inf
-        if spread <= g.healthy_growth * self.ref and scale <= g.healthy_growth * ref_metrics:
+        if (spread <= g.healthy_growth * self.ref and scale <= g.healthy_growth * ref_metrics
+                and excess <= healthy_excess):
             # After a non-finite step the carry holds the last finite update: keep it if healthy.
             self.healthy = eqx.tree_at(lambda c: c.diverged, carry, host_scalar(False, bool))
         if nonfinite:
@@ -103,7 +121,33 @@ class _Guard:
                 f"the loss or energy metrics grew to {scale:.3g}, more than max_growth={g.max_growth:g} times "
                 f"their first chunk's {ref_metrics:.3g}"
             )
+        if not excess <= limit:
+            return (
+                f"the model's estimated NLL on training examples rose to {excess:.3g} nats above a Gaussian fitted "
+                f"to the data (from {self.excess_start:.3g} at the start), more than max_excess={g.max_excess:g} "
+                f"per dimension ({limit:.3g} for {d})"
+            )
+        self.excess_end = excess
         return None
+
+    def note(self, message: str, stacklevel: int = 4) -> None:
+        """Report ``message`` whatever the progress mode: a ``RuntimeWarning`` (pointing at
+        the caller of ``fit``) and a line of ``FitResult.warnings``."""
+        self.warnings.append(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
+
+    def finish(self) -> None:
+        """After training: say so when a run that rolled back ended worse than it started."""
+        if not self.rollbacks or self.excess_end is None or self.excess_start is None:
+            return
+        if self.excess_end > self.excess_start + 0.05 * self.event_size:
+            self.note(
+                f"[declebm] training rolled back {self.rollbacks} time(s) and ended worse than it started: the "
+                f"model's estimated NLL on training examples is {self.excess_end:.3g} nats above a Gaussian fitted "
+                f"to the data, against {self.excess_start:.3g} before training. Lower the learning rate further "
+                "or see the usual causes in TrainingDivergedError's message.",
+                stacklevel=5,
+            )
 
 
 def _run_chunk(spec: StepSpec, carry: Carry, data: Any, stop: Any, probe: Probe | None):
@@ -135,8 +179,9 @@ def train_loop(
     checkpoint_dir: str | None,
     checkpoint_every: int | None,
     run: dict | None,
-) -> tuple[Carry, dict[str, list]]:
-    """Run chunks until ``num_steps`` updates are applied or a callback stops training."""
+) -> tuple[Carry, dict[str, list], tuple[str, ...]]:
+    """Run chunks until ``num_steps`` updates are applied or a callback stops training.
+    Returns the carry, the history and the guard's reports (rollbacks, a worse end)."""
     static = spec.static
     watch = _Guard(guard, carry, event_size)
     bar = Progress(num_steps, progress, initial=int(carry.step))
@@ -150,26 +195,32 @@ def train_loop(
 
     try:
         while int(carry.step) < num_steps:
-            carry, metrics, spreads = _run_chunk(spec, carry, data, stop, probe)
+            carry, metrics, stats = _run_chunk(spec, carry, data, stop, probe)
             check_same_signature(sig, signature(carry))
             means = _chunk_means(metrics)
-            why = watch.verdict(carry, means, spreads)
+            why = watch.verdict(carry, means, stats)
             if why is not None:
                 healthy = watch.healthy
-                if guard is not None and guard.rollback and watch.rollbacks < guard.max_rollbacks:
+                if (guard is not None and guard.rollback and watch.rollbacks < guard.max_rollbacks
+                        and not watch.at_start):
                     watch.rollbacks += 1
+                    now = int(carry.step)
                     carry = eqx.tree_at(lambda c: c.lr_scale, healthy, healthy.lr_scale * guard.lr_factor)
-                    bar.message(
-                        f"[declebm] training diverged before step {int(carry.step) + spec.chunk_size}: {why}; "
+                    watch.note(
+                        f"[declebm] training diverged by step {now}: {why}; "
                         f"rollback {watch.rollbacks}/{guard.max_rollbacks} to step {int(carry.step)} with the "
                         f"learning rate scaled by {float(carry.lr_scale):.3g}"
                     )
                     continue
                 step, now = int(healthy.step), int(carry.step)
                 where = f"at step {now + 1}" if bool(carry.diverged) else f"by step {now}"
+                if watch.at_start:
+                    message = f"training cannot start: {why}. `.model` is the model as it was before training."
+                else:
+                    message = (f"training diverged {where}: {why}. `.model` is the last healthy model, "
+                               f"after {step} steps. {TROUBLESHOOTING}")
                 raise TrainingDivergedError(
-                    f"training diverged {where}: {why}. `.model` is the last healthy model, "
-                    f"after {step} steps. {TROUBLESHOOTING}",
+                    message,
                     model=eqx.combine(healthy.params, static),
                     step=step,
                     state=healthy.strategy_state,
@@ -198,4 +249,5 @@ def train_loop(
         raise
     finally:
         bar.close()
-    return carry, history
+    watch.finish()
+    return carry, history, tuple(watch.warnings)

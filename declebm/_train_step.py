@@ -20,7 +20,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from ._devices import constrain, split
-from ._guard import Probe, energy_spread
+from ._guard import Probe, probe_statistics
 from ._strategy import AbstractStrategy
 
 
@@ -125,15 +125,16 @@ def _one_step(spec: StepSpec, carry: Carry, step: Array, data: Array, active: Ar
     return out, metrics
 
 
-def _spreads(spec: StepSpec, before: PyTree, after: PyTree, points: Array) -> Float[Array, "2"]:
-    """The divergence guard's energy spread of the density the strategy trains, with the
-    parameters ``before`` and ``after`` a chunk: one forward pass over both (``vmap``),
-    so the compiled chunk holds one copy of it rather than two."""
+def _probe_statistics(spec: StepSpec, before: PyTree, after: PyTree, probe: Probe, data: Array) -> Float[Array, "2 2"]:
+    """The divergence guard's statistics (energy spread, NLL excess) of the density the
+    strategy trains, with the parameters ``before`` and ``after`` a chunk: one forward
+    pass over both (``vmap``), so the compiled chunk holds one copy of it rather than two."""
+    points = probe.points(data)
 
-    def spread(params):
-        return energy_spread(spec.strategy.watched_model(eqx.combine(params, spec.static)), points)
+    def statistics(params):
+        return probe_statistics(spec.strategy.watched_model(eqx.combine(params, spec.static)), probe, points)
 
-    return jax.vmap(spread)(jax.tree.map(lambda a, b: jnp.stack([a, b]), before, after))
+    return jax.vmap(statistics)(jax.tree.map(lambda a, b: jnp.stack([a, b]), before, after))
 
 
 @eqx.filter_jit
@@ -141,16 +142,17 @@ def run_chunk(spec: StepSpec, carry: Carry, data: Array, start: Array, stop: Arr
     """``spec.chunk_size`` steps from ``start`` in one ``lax.scan``; steps at or after
     ``stop`` are computed but not applied (a partial last chunk reuses the same code).
 
-    Returns ``(carry, metrics, spreads)``: with the divergence guard's ``probe``,
-    ``spreads`` holds the energy spread on its points before and after the chunk (else
-    ``None``), measured here rather than by a program of their own."""
+    Returns ``(carry, metrics, guard)``: with the divergence guard's ``probe``, ``guard``
+    holds the energy spread and the NLL excess on its points (``probe_statistics``)
+    before and after the chunk, shape ``(2, 2)`` (else ``None``), measured here rather
+    than by a program of their own."""
     start_params = carry.params
     steps = start + jnp.arange(spec.chunk_size, dtype=jnp.int32)
     carry, metrics = jax.lax.scan(lambda c, s: _one_step(spec, c, s, data, s < stop), carry, steps)
     if spec.carry_shardings is not None:  # keep every chunk's output placed as its input
         carry = constrain(carry, spec.carry_shardings)
-    spreads = None if probe is None else _spreads(spec, start_params, carry.params, probe.points(data))
-    return carry, metrics, spreads
+    guard = None if probe is None else _probe_statistics(spec, start_params, carry.params, probe, data)
+    return carry, metrics, guard
 
 
 def signature(tree: PyTree) -> list[tuple[str, str]]:

@@ -15,7 +15,9 @@ import optax
 import pytest
 
 import declebm as eb
-from declebm.inference import MALA, Langevin, PersistentCD
+import numpyro.distributions as dist
+
+from declebm.inference import NCE, MALA, DenoisingScoreMatching, Langevin, PersistentCD
 from declebm.models import MLPEnergy
 
 
@@ -221,6 +223,62 @@ def test_rollback_lowers_the_learning_rate_and_finishes():
     r = eb.fit(eb.EBM(energy(), event_shape=(2,)), data, strategy(), optimizer=opt(), num_steps=600, batch_size=128,
                key=jax.random.key(2), progress=False, divergence_guard=guard)
     assert r.step == 600 and r.lr_scale < 1.0
+
+
+# Runs whose loss looks fine while the density is absurd (issue 19, item 7), each seen by
+# the NLL excess over a Gaussian fitted to the data. Before it, the guard watched only the
+# energy spread and the loss, against references from the start or the first chunk: DSM
+# with adam(1.0) returned a model of grid NLL 2232 (untrained: 4.8) after 2000 steps, the
+# linear energy was stopped only after 1500 steps with a "healthy" model of NLL 50, and NCE
+# with its noise N(100, 0.01) made the base trained on with a loss of 3e-4 (NLL 1e7).
+ABSURD_DENSITIES = {
+    "dsm_adam1": (lambda: MLPEnergy(2, 128, 2, key=jax.random.key(1)),
+                  lambda: DenoisingScoreMatching(sigma=0.1), lambda: optax.adam(1.0), "rose to"),
+    "pcd_linear_energy": (lambda: Linear(jnp.full((2,), 0.1, jnp.float32)),
+                          lambda: PersistentCD(Langevin(0.05), steps=5), lambda: optax.adam(0.1), "rose to"),
+    "nce_far_noise": (lambda: MLPEnergy(2, 32, 2, key=jax.random.key(1)),
+                      lambda: NCE(noise=dist.Normal(jnp.full((2,), 100.0), 0.01).to_event(1)),
+                      lambda: optax.adam(1e-3), "cannot start"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABSURD_DENSITIES))
+def test_the_guard_sees_an_absurd_density(name):
+    energy, strategy, opt, match = ABSURD_DENSITIES[name]
+    data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
+    with pytest.raises(eb.TrainingDivergedError, match=f"estimated NLL.*{match}|{match}.*estimated NLL") as err:
+        eb.fit(eb.EBM(energy(), event_shape=(2,)), data, strategy(), optimizer=opt(), num_steps=400, batch_size=128,
+               key=jax.random.key(2), progress=False)
+    if name != "nce_far_noise":  # the model handed back is from before the blow-up (untrained: 4.8)
+        nll = float(eb.evaluate.grid_nll(err.value.model, data[:1000]))
+        assert nll < 7.0, nll
+
+
+def test_rollbacks_are_reported_without_progress():
+    # progress=False used to leave only lr_scale; this run rolls back once (step 100, the
+    # estimated NLL 267 nats above the Gaussian) and ends at grid NLL 7.9, worse than the
+    # untrained 4.8: both are warned and listed.
+    data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
+    energy, strategy, opt = BLOW_UPS["linear_energy_no_regulariser"]
+    guard = eb.DivergenceGuard(rollback=True, lr_factor=0.01, max_rollbacks=2)
+    with pytest.warns(RuntimeWarning) as caught:
+        r = eb.fit(eb.EBM(energy(), event_shape=(2,)), data, strategy(), optimizer=opt(), num_steps=600,
+                   batch_size=128, key=jax.random.key(2), progress=False, divergence_guard=guard)
+    messages = [str(w.message) for w in caught if "[declebm]" in str(w.message)]
+    assert messages == list(r.warnings) and len(messages) == 2, messages
+    assert "rollback 1/2 to step 0" in messages[0] and "learning rate scaled by 0.01" in messages[0]
+    assert "ended worse than it started" in messages[1]
+    assert all(w.filename == __file__ for w in caught if "[declebm]" in str(w.message))  # points at the caller
+
+
+def test_a_rollback_that_ends_better_than_the_start_says_nothing_more():
+    data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
+    guard = eb.DivergenceGuard(rollback=True, lr_factor=0.001, max_rollbacks=2)
+    r = eb.fit(eb.EBM(MLPEnergy(2, 32, 2, key=jax.random.key(1))), data, DenoisingScoreMatching(sigma=0.1),
+               optimizer=optax.adam(1.0), num_steps=600, batch_size=128, key=jax.random.key(2), progress=False,
+               divergence_guard=guard)
+    assert r.lr_scale < 1.0 and len(r.warnings) >= 1
+    assert not any("ended worse" in w for w in r.warnings), r.warnings
 
 
 def test_guard_does_not_fire_on_healthy_training():

@@ -167,8 +167,13 @@ def fit(
             buffer, particles) are split over the devices, parameters and optimizer
             state replicated, and the compiler averages the gradients. ``batch_size`` and
             the chain counts must be multiples of the number of devices. With the same
-            key, training on 1 or 8 devices gives the same result up to float
-            reassociation. On a CPU, XLA exposes one device per core with
+            key, 1 or 8 devices draw the same batches and the same random numbers for every
+            chain; the floats differ by rounding (each device's share is compiled on its own,
+            the gradient mean is summed in another order). Without a Metropolis step the
+            parameters agree to rounding; with one (MALA, HMC, the default ``"pcd"``) an
+            accept/reject within rounding of its threshold can flip and the runs part into
+            two draws of the same training (README, "Many devices and hosts"). On a CPU,
+            XLA exposes one device per core with
             ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before JAX starts.
         shard_data: split the data's rows over the devices instead of copying the data to
             every device (default: only when several processes run, multi-host through

@@ -159,8 +159,10 @@ def fit(
             structure, batch_size, ema_decay) or a ``num_steps`` below its step. Without
             ``resume``, a ``checkpoint_dir`` that already holds checkpoints is refused.
         divergence_guard: when a run counts as diverged and what then happens (see
-            ``DivergenceGuard``: energy spread growing by ``max_growth``, optional rollback
-            with a lower learning rate); ``None`` keeps only the non-finite check.
+            ``DivergenceGuard``: energy spread growing by ``max_growth``, the NLL excess over a
+            Gaussian fitted to the data above ``max_excess`` nats per dimension, optional
+            rollback with a lower learning rate, reported as ``RuntimeWarning``s and in
+            ``FitResult.warnings``); ``None`` keeps only the non-finite check.
         devices: train data parallel over these devices (a list such as ``jax.devices()``,
             or a one-axis ``jax.sharding.Mesh`` with axis ``"data"``); default one device.
             The batch and the strategy's per-chain state (persistent chains, replay

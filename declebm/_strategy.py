@@ -52,7 +52,7 @@ class AbstractStrategy(eqx.Module):
         ...
 
     def watched_model(self, model: Any) -> Any:
-        """The model whose energy spread ``fit``'s ``DivergenceGuard`` watches: ``model``."""
+        """The model whose energy spread and NLL excess ``fit``'s ``DivergenceGuard`` watches: ``model``."""
         return model
 
     def init_model(self, model: Any, data: Float[Array, "n *event"], key: PRNGKeyArray) -> Any:

@@ -19,7 +19,7 @@ class DivergenceGuard(eqx.Module):
     r"""When ``fit`` declares a run diverged, and what it does then.
 
     After every chunk of steps ``fit`` measures two things on fixed probe points: ``k =
-    num_probe`` training examples ``x_i`` and as many draws ``a_j`` from the Gaussian
+    num_probe`` training examples ``x_i`` and ``m = num_probe`` draws ``a_j`` from the Gaussian
     ``q`` fitted to the data per coordinate (``fit_noise``), so both the data and the
     space around them are watched.
 
@@ -31,40 +31,41 @@ class DivergenceGuard(eqx.Module):
       probe's examples, with ``log Z`` estimated by importance sampling from ``q``:
 
       .. math:: \Delta = \frac1k\sum_i \bigl(\log q(x_i) - \log\tilde p(x_i)\bigr)
-                + \log \frac1k\sum_j \frac{\tilde p(a_j)}{q(a_j)}
+                + \log \frac1m\sum_j \frac{\tilde p(a_j)}{q(a_j)}
                 \;\approx\; \mathrm{NLL}_p - \mathrm{NLL}_q .
 
-      It sees the whole density ``log p~ = beta (-E + log b)``, base included, and needs
-      no reference from the start: a model whose loss looks fine but whose density is
-      absurd (a base far from the data, an energy that falls without bound, weights
-      thrown about by a huge learning rate) is far above 0, while a trained model is near
-      or below 0 (8gaussians: 0.7-0.9 at initialisation, -0.9 trained). The estimate of
-      ``log Z`` errs low (Jensen), so ``Delta`` rarely overstates a model; a nearly flat
-      one in many dimensions reads a few nats high (about 3 in 2-D, 10 in 64-D).
+      It sees the whole density ``log p~ = beta (-E + log b)``, base included, where the
+      loss may look fine while the density is absurd (a base far from the data, an energy
+      that falls without bound, weights thrown about by a huge learning rate). A trained
+      model is near or below 0 (8gaussians: 0.7-0.9 at initialisation, -0.9 trained). The
+      estimate of ``log Z`` errs low (Jensen), so ``Delta`` rarely overstates a model; a
+      nearly flat one in many dimensions reads a few nats high.
 
     Then, with the spread, the chunk's mean ``|loss|`` and ``|energy*|`` metrics
     (energies of data and of samples, as the strategy reports them; reference: their
-    value in the first chunk, at least ``1 + d``) and ``Delta``:
+    value in the first chunk, at least ``1 + d``) and ``Delta`` (reference: ``Delta_0^+ =
+    max(Delta_0, 0)``, ``Delta_0`` before training; a level-0 density of recovery
+    likelihood starts far above 0, since the ladder scales an untrained energy by
+    ``1/s_0^2``):
 
     - the run **diverged** when ``s > max_growth * r`` (default: two orders of magnitude,
       a density ratio of ``e^{300}`` between probe points of a 2-D model), or the metrics
-      exceed ``max_growth`` times their reference, or ``Delta > max_excess * d`` (default
-      10 nats per dimension: the model gives the data ``e^{-20}`` times the density ``q``
-      gives them in 2-D), or a loss, gradient, parameter or strategy state goes
-      non-finite. A model already past ``max_excess`` before training (e.g. NCE's noise,
-      made its base, far from the data) is refused after the first chunk;
+      exceed ``max_growth`` times their reference, or ``Delta > Delta_0^+ + max_excess * d``
+      (default 10 nats per dimension: ``e^{-20}`` times the density in 2-D), or a loss,
+      gradient, parameter or strategy state goes non-finite;
     - a chunk was **healthy** when ``s <= healthy_growth * r``, the metrics are within
-      ``healthy_growth`` times their reference and ``Delta`` is at most
-      ``max(Delta_0, 0) + max_excess * d * healthy_growth / max_growth`` (``Delta_0``
-      before training). The model handed back is the one after the last healthy chunk,
-      from before the blow-up began, not the step before a NaN.
+      ``healthy_growth`` times their reference and ``Delta <= Delta_0^+ + max_excess * d *
+      healthy_growth / max_growth``. The model handed back is the one after the last
+      healthy chunk, from before the blow-up began, not the step before a NaN.
 
     On divergence ``fit`` raises ``TrainingDivergedError`` (its ``.model`` the last
     healthy one). With ``rollback=True`` it instead restarts from the last healthy state
     with every update scaled by ``lr_factor`` (for Adam or SGD that is the learning rate
     times ``lr_factor``), at most ``max_rollbacks`` times, then raises. Each rollback is
     issued as a ``RuntimeWarning`` (whatever ``progress``) and listed in
-    ``FitResult.warnings``; so is a run that rolled back and ended with a larger
+    ``FitResult.warnings``; so is a run that ends with ``Delta > max_excess * d`` (a
+    density that misses the data, e.g. NCE's noise made the base far from the data,
+    which no update diverged to), and a run that rolled back and ended with a larger
     ``Delta`` than it started with (worse than the start).
 
     Pass ``fit(..., divergence_guard=None)`` to keep only the non-finite check.
@@ -104,8 +105,8 @@ class DivergenceGuard(eqx.Module):
     def excess_limits(self, start: float, event_size: int) -> tuple[float, float]:
         """``(diverged above, healthy up to)`` for the NLL excess, given its value before
         training (``start``)."""
-        limit = self.max_excess * event_size
-        return limit, max(start, 0.0) + limit * self.healthy_growth / self.max_growth
+        base, limit = max(start, 0.0), self.max_excess * event_size
+        return base + limit, base + limit * self.healthy_growth / self.max_growth
 
 
 class Probe(NamedTuple):

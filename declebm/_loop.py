@@ -76,7 +76,6 @@ class _Guard:
         self.ref_metrics: float | None = None
         self.excess_start: float | None = None
         self.excess_end: float | None = None
-        self.at_start = False  # the model was past the guard's limits before training
         self.warnings: list[str] = []
 
     def verdict(self, carry: Carry, means: dict[str, float], stats: Any) -> str | None:
@@ -91,15 +90,6 @@ class _Guard:
         if self.ref is None:
             self.ref = g.reference(before, d)
             self.excess_start = excess_before
-            limit, _ = g.excess_limits(excess_before, d)
-            if not excess_before <= limit:
-                self.at_start = True
-                return (
-                    f"before any update the model's estimated NLL on training examples is {excess_before:.3g} nats "
-                    f"above a Gaussian fitted to the data, more than max_excess={g.max_excess:g} per dimension "
-                    f"({limit:.3g} for {d}): its density is far from the data from the start (a base density, or "
-                    "NCE's noise made the base, that misses the data; an energy already at an absurd scale)"
-                )
         limit, healthy_excess = g.excess_limits(self.excess_start, d)
         scale = _metric_scale(means)
         if self.ref_metrics is None and np.isfinite(scale):
@@ -124,8 +114,8 @@ class _Guard:
         if not excess <= limit:
             return (
                 f"the model's estimated NLL on training examples rose to {excess:.3g} nats above a Gaussian fitted "
-                f"to the data (from {self.excess_start:.3g} at the start), more than max_excess={g.max_excess:g} "
-                f"per dimension ({limit:.3g} for {d})"
+                f"to the data, from {self.excess_start:.3g} at the start: more than max_excess={g.max_excess:g} "
+                f"nats per dimension ({g.max_excess * d:.3g} for {d}) above it"
             )
         self.excess_end = excess
         return None
@@ -137,14 +127,25 @@ class _Guard:
         warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
 
     def finish(self) -> None:
-        """After training: say so when a run that rolled back ended worse than it started."""
-        if not self.rollbacks or self.excess_end is None or self.excess_start is None:
+        """After training: say so when the model ends far worse than a Gaussian fitted to the
+        data, or when a run that rolled back ended worse than it started."""
+        if self.guard is None or self.excess_end is None or self.excess_start is None:
             return
-        if self.excess_end > self.excess_start + 0.05 * self.event_size:
+        end, start, d = self.excess_end, self.excess_start, self.event_size
+        if end > self.guard.max_excess * d:
+            self.note(
+                f"[declebm] the trained model's estimated NLL on training examples is {end:.3g} nats above a "
+                f"Gaussian fitted to the data ({start:.3g} before training), more than "
+                f"max_excess={self.guard.max_excess:g} nats per dimension ({self.guard.max_excess * d:.3g} for {d}): "
+                "its density misses the data. Usual causes: a base density far from the data (NCE's noise, made "
+                "the base, fitted elsewhere), an energy at an absurd scale, too few steps to train it.",
+                stacklevel=5,
+            )
+        if self.rollbacks and end > start + 0.05 * d:
             self.note(
                 f"[declebm] training rolled back {self.rollbacks} time(s) and ended worse than it started: the "
-                f"model's estimated NLL on training examples is {self.excess_end:.3g} nats above a Gaussian fitted "
-                f"to the data, against {self.excess_start:.3g} before training. Lower the learning rate further "
+                f"model's estimated NLL on training examples is {end:.3g} nats above a Gaussian fitted "
+                f"to the data, against {start:.3g} before training. Lower the learning rate further "
                 "or see the usual causes in TrainingDivergedError's message.",
                 stacklevel=5,
             )
@@ -201,8 +202,7 @@ def train_loop(
             why = watch.verdict(carry, means, stats)
             if why is not None:
                 healthy = watch.healthy
-                if (guard is not None and guard.rollback and watch.rollbacks < guard.max_rollbacks
-                        and not watch.at_start):
+                if guard is not None and guard.rollback and watch.rollbacks < guard.max_rollbacks:
                     watch.rollbacks += 1
                     now = int(carry.step)
                     carry = eqx.tree_at(lambda c: c.lr_scale, healthy, healthy.lr_scale * guard.lr_factor)
@@ -214,13 +214,9 @@ def train_loop(
                     continue
                 step, now = int(healthy.step), int(carry.step)
                 where = f"at step {now + 1}" if bool(carry.diverged) else f"by step {now}"
-                if watch.at_start:
-                    message = f"training cannot start: {why}. `.model` is the model as it was before training."
-                else:
-                    message = (f"training diverged {where}: {why}. `.model` is the last healthy model, "
-                               f"after {step} steps. {TROUBLESHOOTING}")
                 raise TrainingDivergedError(
-                    message,
+                    f"training diverged {where}: {why}. `.model` is the last healthy model, "
+                    f"after {step} steps. {TROUBLESHOOTING}",
                     model=eqx.combine(healthy.params, static),
                     step=step,
                     state=healthy.strategy_state,

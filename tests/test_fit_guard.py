@@ -225,33 +225,46 @@ def test_rollback_lowers_the_learning_rate_and_finishes():
     assert r.step == 600 and r.lr_scale < 1.0
 
 
-# Runs whose loss looks fine while the density is absurd (issue 19, item 7), each seen by
-# the NLL excess over a Gaussian fitted to the data. Before it, the guard watched only the
-# energy spread and the loss, against references from the start or the first chunk: DSM
-# with adam(1.0) returned a model of grid NLL 2232 (untrained: 4.8) after 2000 steps, the
-# linear energy was stopped only after 1500 steps with a "healthy" model of NLL 50, and NCE
-# with its noise N(100, 0.01) made the base trained on with a loss of 3e-4 (NLL 1e7).
+# Runs whose loss looks fine while the density is absurd (issue 19, item 7), seen by the NLL
+# excess over a Gaussian fitted to the data. Before it, the guard watched only the energy
+# spread and the loss, against references from the start or the first chunk: DSM with
+# adam(1.0) returned a model of grid NLL 2232 (untrained: 4.8) after 2000 steps, and the
+# linear energy was stopped only after 1500 steps, with a "healthy" model of NLL 50.
 ABSURD_DENSITIES = {
     "dsm_adam1": (lambda: MLPEnergy(2, 128, 2, key=jax.random.key(1)),
-                  lambda: DenoisingScoreMatching(sigma=0.1), lambda: optax.adam(1.0), "rose to"),
+                  lambda: DenoisingScoreMatching(sigma=0.1), lambda: optax.adam(1.0)),
     "pcd_linear_energy": (lambda: Linear(jnp.full((2,), 0.1, jnp.float32)),
-                          lambda: PersistentCD(Langevin(0.05), steps=5), lambda: optax.adam(0.1), "rose to"),
-    "nce_far_noise": (lambda: MLPEnergy(2, 32, 2, key=jax.random.key(1)),
-                      lambda: NCE(noise=dist.Normal(jnp.full((2,), 100.0), 0.01).to_event(1)),
-                      lambda: optax.adam(1e-3), "cannot start"),
+                          lambda: PersistentCD(Langevin(0.05), steps=5), lambda: optax.adam(0.1)),
 }
 
 
 @pytest.mark.parametrize("name", sorted(ABSURD_DENSITIES))
 def test_the_guard_sees_an_absurd_density(name):
-    energy, strategy, opt, match = ABSURD_DENSITIES[name]
+    energy, strategy, opt = ABSURD_DENSITIES[name]
     data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
-    with pytest.raises(eb.TrainingDivergedError, match=f"estimated NLL.*{match}|{match}.*estimated NLL") as err:
+    with pytest.raises(eb.TrainingDivergedError, match="estimated NLL on training examples rose to") as err:
         eb.fit(eb.EBM(energy(), event_shape=(2,)), data, strategy(), optimizer=opt(), num_steps=400, batch_size=128,
                key=jax.random.key(2), progress=False)
-    if name != "nce_far_noise":  # the model handed back is from before the blow-up (untrained: 4.8)
-        nll = float(eb.evaluate.grid_nll(err.value.model, data[:1000]))
-        assert nll < 7.0, nll
+    # The model handed back is from before the blow-up (untrained: 4.8).
+    nll = float(eb.evaluate.grid_nll(err.value.model, data[:1000]))
+    assert nll < 7.0, nll
+
+
+def test_a_density_that_misses_the_data_is_reported():
+    # NCE's noise N(100, 0.01) becomes the base: the classification is trivial from the first
+    # step (loss 3e-4) and the density stays 1e7 nats from the data; nothing diverges, and
+    # the run used to end without a word. It ends with a warning now.
+    data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
+    strategy = NCE(noise=dist.Normal(jnp.full((2,), 100.0), 0.01).to_event(1))
+    with pytest.warns(RuntimeWarning, match="misses the data") as caught:
+        r = eb.fit(eb.EBM(MLPEnergy(2, 32, 2, key=jax.random.key(1))), data, strategy, num_steps=200,
+                   batch_size=128, key=jax.random.key(2), progress=False)
+    assert len(r.warnings) == 1 and "NCE's noise" in r.warnings[0] and "misses the data" in r.warnings[0]
+    assert any(w.filename == __file__ for w in caught)
+    # A healthy run says nothing.
+    r = eb.fit(eb.EBM(MLPEnergy(2, 32, 2, key=jax.random.key(1))), data, NCE(), num_steps=200, batch_size=128,
+               key=jax.random.key(2), progress=False)
+    assert r.warnings == ()
 
 
 def test_rollbacks_are_reported_without_progress():

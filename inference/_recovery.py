@@ -5,7 +5,9 @@ Instead of one EBM of the data, learn a ladder of *conditional* EBMs
 tethered to ``x_{t+1}`` by a Gaussian, so it is close to unimodal and a short Langevin
 chain started at ``x_{t+1}`` samples it well: maximum likelihood with short chains works
 here where it fails for the marginal. The ladder (``inference/_recovery_schedule.py``) and
-every constant follow the authors' public code (TensorFlow, T = 6).
+every constant follow the authors' public code (TensorFlow, T = 6). The ladder is
+variance-preserving: it assumes data of about unit scale, and ``data_scale`` runs it on
+``x / data_scale`` for data of another scale.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ _Loss = tuple[Float[Array, ""], tuple[None, dict[str, Float[Array, ""]]]]
 class RecoveryEnergy(eqx.Module):
     r"""The energy, in data space ``x``, of one level of a recovery-likelihood ladder:
 
-    .. math:: E(x \mid x_{t+1}) = -\Bigl(f_\theta(a x, t) / s_t^2
-              - \tau_t \|a x - x_{t+1}\|^2 / (2 \sigma_{t+1}^2)\Bigr)
+    .. math:: E(x \mid x_{t+1}) = -\Bigl(f_\theta(a x / c, t) / s_t^2
+              - \tau_t \|(a x - x_{t+1}) / c\|^2 / (2 \sigma_{t+1}^2)\Bigr)
 
     with ``f_theta(y, t) = model.log_prob_unnorm(y, **{noise_arg: sigma_{t+1}})``,
-    ``a = a_{t+1}`` (1 at the top), ``tau_t`` 1 below the top and 0 there. Called as
+    ``a = a_{t+1}`` (1 at the top), ``tau_t`` 1 below the top and 0 there, and ``c`` the
+    strategy's ``data_scale`` (``x`` and ``x_{t+1}`` in data units, ``y`` standardised). Called as
     ``energy(x, level=t, x_next=x_{t+1})``: with ``x_next`` it is the conditional
     ``p(x_t | x_{t+1})``; without it the marginal the ladder implies for level ``t``,
     ``p(x_t) ∝ exp(f(a x, t) / s_t^2)`` (``level`` defaults to ``default_level``). Wrap it
@@ -48,6 +51,7 @@ class RecoveryEnergy(eqx.Module):
     step_size_sq: Float[Array, " T"]
     tether: Float[Array, " T"]
     tether_sigma: Float[Array, " T"]
+    inv_data_scale: Float[Array, ""]
     noise_arg: str = eqx.field(static=True)
     default_level: int = eqx.field(static=True)
 
@@ -59,10 +63,11 @@ class RecoveryEnergy(eqx.Module):
         self, x: Float[Array, "*event"], level: Int[Array, ""] | int | None = None, x_next: Array | None = None
     ) -> Float[Array, ""]:
         t = self.default_level if level is None else jnp.asarray(level).reshape(())
-        y = self.scale[t] * x
+        y = self.scale[t] * x * self.inv_data_scale
         out = self.model.log_prob_unnorm(y, **{self.noise_arg: self.label[t]}) / self.step_size_sq[t]
         if x_next is not None:
-            out = out - self.tether[t] * jnp.sum((y - x_next) ** 2) / (2.0 * self.tether_sigma[t] ** 2)
+            tether = jnp.sum((y - x_next * self.inv_data_scale) ** 2) / (2.0 * self.tether_sigma[t] ** 2)
+            out = out - self.tether[t] * tether
         return -out
 
 
@@ -76,7 +81,8 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
 
     .. math:: \log p(y \mid x_{t+1}) = f_\theta(y, t)/s_t^2 - \|y - x_{t+1}\|^2 / (2\sigma_{t+1}^2)
 
-    (no tether at the top, ``t = T-1``). Negatives: ``langevin_steps`` unadjusted Langevin
+    (no tether at the top, ``t = T-1``; ``x`` here is the data divided by ``data_scale``,
+    everything the strategy returns is in data units). Negatives: ``langevin_steps`` unadjusted Langevin
     steps ``y <- y + (s_t^2/2) grad_y log p + noise_scale * s_t z`` from ``y = x_{t+1}``,
     ``s_t^2 = b^2 (sigmabar_t / sigmabar_0) sigma_{t+1}^2``. Loss
     ``-(f(y+, t) - f(y-, t)) sigma_1 / sigma_{t+1}``, averaged. The chains run in ``x``
@@ -102,9 +108,15 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
         noise_scale: Langevin noise multiplier in training (1.0).
         sample_noise_scale: the same when sampling (0.99, as the code at test time).
         noise_arg: the keyword under which the energy receives the level.
+        data_scale: ``c``, the scale of the data the ladder runs on: it models ``x / c``,
+            so the ladder's noise is ``c sigma_t`` in data units and progressive sampling
+            starts from ``N(0, c^2 I)``. The ladder is variance-preserving (``x_{t+1} =
+            a x_t + sigma eps`` tends to ``N(0, I)``), so it assumes data of about unit
+            per-axis standard deviation; pass the data's (e.g. ``float(data.std())``)
+            when it is far from 1. 1.0 (the code's images in [-1, 1]) by default.
 
     Metrics: ``f_data``, ``f_samples`` (mean ``f`` of positives and negatives),
-    ``displacement`` (mean ``||x- - x_{t+1}/a||``), and ``loss_level{t}`` (mean weighted
+    ``displacement`` (mean ``||x- - x_{t+1}/a||``, in data units), and ``loss_level{t}`` (mean weighted
     loss of the batch's examples at level ``t``; 0 when none drew it).
     """
 
@@ -114,6 +126,7 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
     noise_scale: float = eqx.field(static=True)
     sample_noise_scale: float = eqx.field(static=True)
     noise_arg: str = eqx.field(static=True)
+    data_scale: float = eqx.field(static=True)
 
     def __init__(
         self,
@@ -125,6 +138,7 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
         noise_scale: float = 1.0,
         sample_noise_scale: float = 0.99,
         noise_arg: str = "sigma",
+        data_scale: float = 1.0,
     ):
         if schedule is None:
             self.sigmas = ddpm_level_sigmas(num_levels)
@@ -134,6 +148,7 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
         check_positive(step_size_constant, "step_size_constant")
         check_positive(noise_scale, "noise_scale", allow_zero=True)
         check_positive(sample_noise_scale, "sample_noise_scale", allow_zero=True)
+        check_positive(data_scale, "data_scale")
         if not isinstance(noise_arg, str) or not noise_arg.isidentifier():
             raise ValueError(f"noise_arg: expected a keyword name such as 'sigma', got {noise_arg!r}")
         self.langevin_steps = int(langevin_steps)
@@ -141,6 +156,7 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
         self.noise_scale = float(noise_scale)
         self.sample_noise_scale = float(sample_noise_scale)
         self.noise_arg = noise_arg
+        self.data_scale = float(data_scale)
 
     # ---- the ladder ---------------------------------------------------------------------
     @property
@@ -162,6 +178,7 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
             step_size_sq=f32(s.step_size**2),
             tether=f32(s.tether),
             tether_sigma=f32(s.tether_sigma),
+            inv_data_scale=f32(1.0 / self.data_scale),
             noise_arg=self.noise_arg,
             default_level=default_level,
         )
@@ -189,7 +206,7 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
 
     def level_model(self, model: EBM, level: int = 0) -> EBM:
         r"""The marginal density the ladder implies for level ``t``,
-        ``log p~(x) = f(a_{t+1} x, t) / s_t^2``, as an ``EBM`` of ``x`` (for ``level=0``:
+        ``log p~(x) = f(a_{t+1} x / c, t) / s_t^2`` (``c = data_scale``), as an ``EBM`` of ``x`` (for ``level=0``:
         the data with noise ``sigma_0``). Score it with ``evaluate.grid_nll`` or AIS."""
         return self.watched_model(self._check_model(model), self._check_level(level))
 
@@ -201,10 +218,11 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
 
     def sampler(self, level: Int[Array, " chains"], noise_scale: float) -> Langevin:
         r"""The Langevin sampler of conditional ``level[i]`` for chain ``i``, in ``x``:
-        step ``s_t^2 / a_{t+1}^2`` and noise ``noise_scale * s_t / a_{t+1}`` (the ``y``-space
-        move ``y <- y + (s_t^2/2) grad_y + noise_scale s_t z`` written in ``x = y / a``)."""
+        step ``(c s_t / a_{t+1})^2`` and noise ``noise_scale * c s_t / a_{t+1}`` (the ``y``-space
+        move ``y <- y + (s_t^2/2) grad_y + noise_scale s_t z`` written in ``x = c y / a``,
+        ``c = data_scale``)."""
         s = self.schedule
-        per_level = jnp.asarray(s.step_size / s.scale, jnp.float32)[level]
+        per_level = jnp.asarray(self.data_scale * s.step_size / s.scale, jnp.float32)[level]
         return Langevin(step_size=per_level**2, noise_scale=noise_scale * per_level)
 
     def _recover(self, model: EBM, x_next, level, num_steps: int, noise_scale: float, key, init=None):
@@ -233,21 +251,23 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
         k_level, k_t, k_next, k_chain = jax.random.split(key, 4)
         f32 = lambda v: jnp.asarray(v, batch.dtype)  # noqa: E731
         level = jax.random.randint(k_level, (n,), 0, self.num_levels)
-        # x_t = abar_t x_0 + sigmabar_t eps; x_{t+1} = a_{t+1} x_t + sigma_{t+1} eps'
-        x_t = f32(s.abar)[level].reshape(col) * batch + f32(s.sigmabar)[level].reshape(col) * jax.random.normal(
+        # x_t = abar_t x_0 + c sigmabar_t eps; x_{t+1} = a_{t+1} x_t + c sigma_{t+1} eps' (c = data_scale)
+        c = self.data_scale
+        x_t = f32(s.abar)[level].reshape(col) * batch + f32(c * s.sigmabar)[level].reshape(col) * jax.random.normal(
             k_t, batch.shape, batch.dtype
         )
-        x_next = f32(s.a)[level + 1].reshape(col) * x_t + f32(s.sigma)[level + 1].reshape(col) * jax.random.normal(
-            k_next, batch.shape, batch.dtype
-        )
+        x_next = f32(s.a)[level + 1].reshape(col) * x_t + f32(c * s.sigma)[level + 1].reshape(
+            col
+        ) * jax.random.normal(k_next, batch.shape, batch.dtype)
         frozen = stop_gradient(model)
         x_neg, _ = self._recover(frozen, x_next, level, self.langevin_steps, self.noise_scale, k_chain)
         x_neg = jax.lax.stop_gradient(x_neg)
 
         scale = f32(s.scale)[level].reshape(col)
+        y_scale = scale / c  # y = a_{t+1} x / c
         label = {self.noise_arg: f32(s.tether_sigma)[level]}
-        f_pos = model.log_prob_unnorm_batch(scale * x_t, **label)
-        f_neg = model.log_prob_unnorm_batch(scale * x_neg, **label)
+        f_pos = model.log_prob_unnorm_batch(y_scale * x_t, **label)
+        f_neg = model.log_prob_unnorm_batch(y_scale * x_neg, **label)
         per_example = -(f_pos - f_neg) * f32(s.weight)[level]
         metrics = {
             "f_data": jnp.mean(f_pos),
@@ -274,7 +294,8 @@ class DiffusionRecoveryLikelihood(AbstractStrategy):
         noise_scale: float | None = None,
         all_levels: bool = False,
     ) -> Float[Array, "..."]:
-        r"""Progressive sampling (Gao et al., Algorithm 2): ``x_T ~ N(0, I)``, then for
+        r"""Progressive sampling (Gao et al., Algorithm 2): ``x_T ~ N(0, c^2 I)`` (``c =
+        data_scale``), then for
         ``t = T-1 .. 0`` a Langevin chain of ``p(x_t | x_{t+1})`` from ``x_{t+1}/a_{t+1}``.
 
         Arguments:
@@ -335,7 +356,7 @@ def _conditional(strategy, model, x_next, level, num_steps, noise_scale, key, in
 @eqx.filter_jit
 def _progressive(strategy: DiffusionRecoveryLikelihood, model: EBM, n: int, num_steps: int, noise_scale, key):
     k_start, k_levels = jax.random.split(key)
-    x_top = jax.random.normal(k_start, (n,) + tuple(model.event_shape))
+    x_top = strategy.data_scale * jax.random.normal(k_start, (n,) + tuple(model.event_shape))
 
     def down(x_next, inp):
         t, k = inp

@@ -56,3 +56,20 @@ def test_bad_names_and_sizes():
     with pytest.raises(TypeError, match="key"):
         eb.datasets.toy("moons", 10, key=0)
     assert eb.datasets.has_log_prob("8gaussians") and not eb.datasets.has_log_prob("moons")
+
+
+def test_mode_fraction_of_8gaussians_sees_the_modes():
+    # Data: P(||z|| < 2) for a 2-D standard normal is 1 - e^-2 = 0.8647 (the modes, 2.16 apart,
+    # barely overlap); 20000 points give a standard error of 0.0024, tolerance ~4 s.e.
+    x = eb.datasets.toy("8gaussians", 20_000, key=jax.random.key(0))
+    assert abs(float(eb.datasets.toy_mode_fraction("8gaussians", x)) - (1 - np.exp(-2))) < 0.01
+    # A ring of the modes' radius and the data's radial spread, without modes: 2 std = 0.71 is an
+    # arc of +-0.25 rad around each of 8 centres, 64% of the circle at most, less off the radius.
+    angle = jax.random.uniform(jax.random.key(1), (20_000,), maxval=2 * np.pi)
+    radius = 4 / 1.414 + 0.354 * jax.random.normal(jax.random.key(2), (20_000,))
+    ring = jnp.stack([radius * jnp.cos(angle), radius * jnp.sin(angle)], -1)
+    assert float(eb.datasets.toy_mode_fraction("8gaussians", ring)) < 0.6
+    with pytest.raises(ValueError, match="^name: 'moons' is not made of Gaussian modes"):
+        eb.datasets.toy_mode_fraction("moons", x)
+    with pytest.raises(ValueError, match="^x: expected 2-D points"):
+        eb.datasets.toy_mode_fraction("8gaussians", x[:, :1])

@@ -190,9 +190,26 @@ def _check_recovery_digits(flags, r):
     assert sum(r["classes_in_samples"]) >= 8 and 0.0 <= r["judge_sure_of_samples"] <= 1.0, r
 
 
+def _check_sample_metrics(dataset, r):
+    # samples are scored by a median-bandwidth MMD (blind to modes) and a mode-sensitive one
+    # (a tenth of the data's std), and on 8gaussians by the fraction near a mode
+    keys = [k for k in r if k.startswith("sample_mmd2")]
+    assert "sample_mmd2_median_bw" in keys and len(keys) == 2, r
+    assert all(math.isfinite(r[k]) for k in keys), r
+    if dataset == "8gaussians":
+        assert 0.0 <= r["sample_mode_fraction"] <= 1.0, r
+
+
 def _check_toy2d(flags, r):
     # every strategy, recovery included (scored by its level-0 model), gets a finite NLL
     assert math.isfinite(r["test_nll"]), r
+    _check_sample_metrics(r["dataset"], r)
+
+
+def _check_compare_strategies(flags, r):
+    for row in r["rows"][1:]:  # the initial model draws no samples
+        if not row.get("note", "").startswith("skipped"):
+            _check_sample_metrics(r["settings"]["dataset"], row)
 
 
 RESULT_CHECKS = {
@@ -200,6 +217,7 @@ RESULT_CHECKS = {
     "digits.py": _check_digits,
     "recovery_digits.py": _check_recovery_digits,
     "toy2d.py": _check_toy2d,
+    "compare_strategies.py": _check_compare_strategies,
 }
 
 

@@ -151,6 +151,34 @@ def test_recovery_is_in_the_shared_vocabulary():
     assert isinstance(strategy_from_name("recovery"), DiffusionRecoveryLikelihood)
 
 
+def test_data_scale_runs_the_ladder_on_standardised_data():
+    # data_scale=c models x / c: on data c * x every number is c times (or, for losses and
+    # log densities, equal to) the unit-scale ladder's on x, with the same keys.
+    c = 3.0
+    st1, st3 = DiffusionRecoveryLikelihood(langevin_steps=3), DiffusionRecoveryLikelihood(langevin_steps=3, data_scale=c)
+    model = eb.EBM(NoiseConditionedMLPEnergy(2, 16, 1, key=jax.random.key(0)))
+    x = jax.random.normal(jax.random.key(1), (64, 2))
+    key = jax.random.key(2)
+    loss1, (_, m1) = st1.loss(model, x, None, key)
+    loss3, (_, m3) = st3.loss(model, c * x, None, key)
+    np.testing.assert_allclose(loss3, loss1, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(m3["displacement"], c * m1["displacement"], rtol=1e-4)
+    np.testing.assert_allclose(st3.level_model(model, 1).energy_batch(c * x), st1.level_model(model, 1).energy_batch(x),
+                               rtol=1e-5)
+    np.testing.assert_allclose(st3.sample(model, 50, key=key), c * st1.sample(model, 50, key=key), rtol=1e-4, atol=1e-4)
+    x1 = st1.sample_conditional(model, x[:8], 0, key=key)
+    np.testing.assert_allclose(st3.sample_conditional(model, c * x[:8], 0, key=key), c * x1, rtol=1e-4, atol=1e-4)
+
+
+def test_the_2d_default_ladder_runs_at_the_toys_scale():
+    # The ladder is variance-preserving (it tends to N(0, I)): the 2-D default standardises the
+    # toys, whose per-axis std is 1.4-2.3, to about unit scale.
+    st = strategy_from_name("recovery")
+    for name in eb.datasets.TOY_NAMES:
+        x = np.asarray(eb.datasets.toy(name, 5000, key=jax.random.key(0)))
+        assert 0.6 < np.sqrt(np.mean(x.var(0))) / st.data_scale < 1.25, name
+
+
 # ---- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "schedule, match",
@@ -169,6 +197,8 @@ def test_bad_arguments_are_refused():
         DiffusionRecoveryLikelihood(langevin_steps=2.5)
     with pytest.raises(ValueError, match="^noise_arg"):
         DiffusionRecoveryLikelihood(noise_arg="not a name")
+    with pytest.raises(ValueError, match="^data_scale"):
+        DiffusionRecoveryLikelihood(data_scale=0.0)
     st = DiffusionRecoveryLikelihood()
     model = eb.EBM(NoiseConditionedMLPEnergy(in_size=2, width=8, depth=1, key=jax.random.key(0)))
     with pytest.raises(ValueError, match="^level"):

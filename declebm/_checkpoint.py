@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._ebm import trainable_filter
-from ._hosts import agree, gather_digests, host_copy, is_writer, local_rows, several
+from ._hosts import agree, gather_digests, gather_ints, host_copy, is_writer, local_rows, several
 from ._serialise import describe, fsync_dir, leaf_differences, leaf_specs, read_leaves, sha256_file, write_leaves
 
 FORMAT = "declebm-checkpoint"
@@ -547,7 +547,34 @@ def load_checkpoint(directory: str, like: Any, *, run: dict, num_steps: int) -> 
     Raises ``ValueError`` when the checkpoint was written by a different run (naming what
     changed), when ``num_steps`` is below its step, or when every checkpoint is damaged
     (naming the file). A damaged newest checkpoint with an intact older one gives a
-    warning and the older one."""
+    warning and the older one.
+
+    With several processes, every one reads the checkpoint (``checkpoint_dir`` must be a
+    folder they share), and they check that they all found the same step: otherwise a
+    ``ValueError`` names what each one found. A process whose read fails raises its error
+    after that check, the others the mismatch, so that none waits for the others forever."""
+    if not several():
+        return _load_checkpoint(directory, like, run=run, num_steps=num_steps)
+    try:
+        loaded, error = _load_checkpoint(directory, like, run=run, num_steps=num_steps), None
+    except Exception as e:  # noqa: BLE001 -- re-raised once every process has reported
+        loaded, error = None, e
+    mine = -2 if error is not None else -1 if loaded is None else int(loaded[0].step)
+    found = gather_ints(mine)
+    if error is not None:
+        raise error
+    if len(set(found)) > 1:
+        seen = {-2: "an error", -1: "no checkpoint"}
+        raise ValueError(
+            f"checkpoint_dir: the processes found different checkpoints in {os.fspath(directory)!r} ("
+            + ", ".join(f"process {i}: {seen.get(s, f'step {s}')}" for i, s in enumerate(found))
+            + "); with several processes, checkpoint_dir must be one folder that every process reads "
+            "(a shared file system)"
+        )
+    return loaded
+
+
+def _load_checkpoint(directory: str, like: Any, *, run: dict, num_steps: int) -> tuple[Any, dict] | None:
     directory = os.fspath(directory)
     if is_writer():  # with several processes, every one reads; process 0 alone tidies
         clean_temporaries(directory)

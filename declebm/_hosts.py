@@ -8,7 +8,9 @@ is written to a file is then
   one gathered from every process (``multihost_utils.process_allgather``, a collective that
   every process enters, in the same order);
 * written by process 0 only, the others waiting for it (``agree``), so that no two
-  processes race on one file and none goes on before the file is complete.
+  processes race on one file and none goes on before the file is complete;
+* and read back by every process, each one building its own shards of the global arrays
+  from its copy of the whole value (``put``, behind ``_devices.place``).
 
 With one process every function here is the identity (or a no-op), and nothing is
 gathered or waited for.
@@ -76,6 +78,13 @@ def gather_digests(digest: bytes) -> list[bytes]:
         return [digest]
     rows = multihost_utils.process_allgather(np.frombuffer(digest, np.uint8))
     return [bytes(np.asarray(r, np.uint8)) for r in rows]
+
+
+def gather_ints(value: int) -> list[int]:
+    """Every process's ``value``, in process order: a collective that every process must call."""
+    if not several():
+        return [int(value)]
+    return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.array([value], np.int64))).reshape(-1)]
 
 
 def agree(ok: bool, what: str) -> None:

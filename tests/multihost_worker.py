@@ -9,6 +9,7 @@ Each process joins ``jax.distributed`` (gloo over loopback), draws its own rows 
            steps, an uninterrupted 9-step run for reference, and ``declebm.save`` of the
            result (called on every process, counting its file writes) to DIR/model.eqx.
 ``other``  resume DIR/ckpt where process 1 passes other rows: the refusal is recorded.
+``apart``  resume where process 1 names another (empty) folder than process 0.
 
 Writes what it saw to OUT.json (one file per process).
 """
@@ -41,7 +42,7 @@ def main():
     model = eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0)))
     kwargs = dict(strategy=PersistentCD(Langevin(0.01), steps=3, num_chains=64), batch_size=16, chunk_size=3,
                   key=jax.random.key(7), progress=False, devices=jax.devices())
-    ckpt = os.path.join(directory, "ckpt")
+    ckpt = os.path.join(directory, "ckpt" if not (mode == "apart" and me == 1) else "elsewhere")
 
     def host(tree):  # this process's copy of every replicated leaf, its rows of every split one
         return [np.asarray(x.addressable_shards[0].data).tolist() for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]

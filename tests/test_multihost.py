@@ -78,3 +78,14 @@ def test_two_processes_resume_with_other_rows_refused(trained):
     for me, r in enumerate(records):
         assert r["error"] is not None and r["error"].startswith("ValueError: resume:"), (me, r)
         assert "different data" in r["error"] and "per_process[1]" in r["error"], r["error"]
+
+
+def test_two_processes_resume_from_different_folders_refused(trained):
+    """Every process reads the checkpoint: when process 1 finds none (its checkpoint_dir is
+    not the folder process 0 wrote, as without a shared file system), both processes refuse
+    to resume, naming what each one found, instead of training from different states."""
+    directory, _ = trained
+    records = _launch("apart", directory)
+    for r in records:
+        assert r["error"] is not None and r["error"].startswith("ValueError: checkpoint_dir: the processes found"), r
+        assert "process 0: step 9, process 1: no checkpoint" in r["error"], r["error"]

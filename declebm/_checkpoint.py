@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._ebm import trainable_filter
+from ._hosts import agree, gather_digests, gather_ints, host_copy, is_writer, local_rows, several
 from ._serialise import describe, fsync_dir, leaf_differences, leaf_specs, read_leaves, sha256_file, write_leaves
 
 FORMAT = "declebm-checkpoint"
@@ -106,8 +107,8 @@ def check_checkpoint_dir(path: Any, *, resume: bool = False) -> str:
 # ---- what defines a run -----------------------------------------------------------------
 
 
-def _data_fingerprint(data: Any) -> dict:
-    arr = np.asarray(data)
+def _rows_fingerprint(arr: np.ndarray) -> dict:
+    """Shape, dtype and sha256 of ``arr`` (beyond ``_DATA_HASH_LIMIT`` bytes, of every k-th example)."""
     out: dict[str, Any] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
     if arr.nbytes > _DATA_HASH_LIMIT and arr.ndim >= 1 and arr.shape[0] > 1:
         stride = int(np.ceil(arr.nbytes / _DATA_HASH_LIMIT))
@@ -115,6 +116,25 @@ def _data_fingerprint(data: Any) -> dict:
         out["hashed"] = f"every {stride}th example"
     out["sha256"] = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
     return out
+
+
+def _data_fingerprint(data: Any) -> dict:
+    r"""The data's record in the run's fingerprint.
+
+    With one process (or data that no other process holds a part of): shape, dtype and
+    sha256 of the whole array. With data spanning several processes' devices, no process
+    can read all of it: each one fingerprints the rows it holds (``local_rows``: those it
+    passed, or all of them when replicated), the digests
+    :math:`d_p = \mathrm{sha256}(\text{record}_p)` are gathered from every process, and the
+    record holds the global shape and dtype, every :math:`d_p` in process order
+    (``per_process``) and :math:`\mathrm{sha256}(d_0 \Vert d_1 \Vert \dots)`. So other rows
+    on any one process change the fingerprint, named by its index."""
+    if not (isinstance(data, jax.Array) and not data.is_fully_addressable):
+        return _rows_fingerprint(np.asarray(data))
+    mine = hashlib.sha256(json.dumps(_rows_fingerprint(local_rows(data)), sort_keys=True).encode()).digest()
+    digests = gather_digests(mine)
+    return {"shape": list(data.shape), "dtype": str(data.dtype), "processes": len(digests),
+            "per_process": [d.hex() for d in digests], "sha256": hashlib.sha256(b"".join(digests)).hexdigest()}
 
 
 def _closure_values(fn: Any, depth: int = 0, seen: set | None = None) -> Any:
@@ -393,8 +413,28 @@ def _meta_problem(meta: dict, mpath: str) -> str:
 def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run: dict, keep: int = KEEP) -> str:
     """Write the checkpoint of ``step`` as one unit and keep the ``keep`` newest.
 
-    Returns the path of the published ``step-<step>`` folder."""
+    With several processes (``jax.distributed``) every process calls it: the arrays split
+    over the processes (chains, buffers, particles) are gathered (``host_copy``), process 0
+    alone writes, and every process returns once the checkpoint is published (if process 0
+    fails, the others raise too). Returns the path of the published ``step-<step>`` folder."""
     directory = os.fspath(directory)
+    if not several():
+        return _write_checkpoint(directory, carry, history, step=step, run=run, keep=keep)
+    carry = host_copy(carry)
+    what = f"checkpoint_dir: writing the checkpoint of step {int(step)} in {directory!r}"
+    if not is_writer():
+        agree(True, what)
+        return os.path.join(directory, f"step-{int(step):08d}")
+    try:
+        final = _write_checkpoint(directory, carry, history, step=step, run=run, keep=keep)
+    except BaseException:
+        agree(False, what)
+        raise
+    agree(True, what)
+    return final
+
+
+def _write_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run: dict, keep: int) -> str:
     os.makedirs(directory, exist_ok=True)
     clean_temporaries(directory)
     tmp = _temp_name(directory, f"step-{step}")
@@ -507,9 +547,37 @@ def load_checkpoint(directory: str, like: Any, *, run: dict, num_steps: int) -> 
     Raises ``ValueError`` when the checkpoint was written by a different run (naming what
     changed), when ``num_steps`` is below its step, or when every checkpoint is damaged
     (naming the file). A damaged newest checkpoint with an intact older one gives a
-    warning and the older one."""
+    warning and the older one.
+
+    With several processes, every one reads the checkpoint (``checkpoint_dir`` must be a
+    folder they share), and they check that they all found the same step: otherwise a
+    ``ValueError`` names what each one found. A process whose read fails raises its error
+    after that check, the others the mismatch, so that none waits for the others forever."""
+    if not several():
+        return _load_checkpoint(directory, like, run=run, num_steps=num_steps)
+    try:
+        loaded, error = _load_checkpoint(directory, like, run=run, num_steps=num_steps), None
+    except Exception as e:  # noqa: BLE001 -- re-raised once every process has reported
+        loaded, error = None, e
+    mine = -2 if error is not None else -1 if loaded is None else int(loaded[0].step)
+    found = gather_ints(mine)
+    if error is not None:
+        raise error
+    if len(set(found)) > 1:
+        seen = {-2: "an error", -1: "no checkpoint"}
+        raise ValueError(
+            f"checkpoint_dir: the processes found different checkpoints in {os.fspath(directory)!r} ("
+            + ", ".join(f"process {i}: {seen.get(s, f'step {s}')}" for i, s in enumerate(found))
+            + "); with several processes, checkpoint_dir must be one folder that every process reads "
+            "(a shared file system)"
+        )
+    return loaded
+
+
+def _load_checkpoint(directory: str, like: Any, *, run: dict, num_steps: int) -> tuple[Any, dict] | None:
     directory = os.fspath(directory)
-    clean_temporaries(directory)
+    if is_writer():  # with several processes, every one reads; process 0 alone tidies
+        clean_temporaries(directory)
     candidates = _complete_steps(directory)
     if not candidates:
         legacy = [n for n in _LEGACY if os.path.exists(os.path.join(directory, n))]
@@ -535,7 +603,8 @@ def load_checkpoint(directory: str, like: Any, *, run: dict, num_steps: int) -> 
         # A kill between publishing a checkpoint and retiring the oldest leaves one too many:
         # a resume keeps the promise of the `KEEP` newest (the damaged newer ones stay until
         # the next save replaces them).
-        _retire(directory, step, KEEP, newer=False)
+        if is_writer():
+            _retire(directory, step, KEEP, newer=False)
         return loaded
     raise ValueError(
         f"resume: every checkpoint in {directory!r} is damaged: {'; '.join(r for _, r in damaged)}. "

@@ -17,6 +17,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import PyTree
 
+from ._hosts import put
+
 AXIS = "data"
 
 
@@ -82,7 +84,8 @@ def check_state_divides(mesh: Mesh | None, state: PyTree, per_chain: PyTree) -> 
 
 
 def place(tree: PyTree, shardings: PyTree) -> PyTree:
-    return jax.device_put(tree, shardings)
+    """``tree`` on ``shardings`` (with several processes, each passing the whole value)."""
+    return put(tree, shardings)
 
 
 def replicate_model(model: Any, mesh: Mesh) -> Any:

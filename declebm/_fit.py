@@ -158,6 +158,10 @@ def fit(
             different run (strategy and its hyperparameters, optimizer, key, data, model
             structure, batch_size, ema_decay) or a ``num_steps`` below its step. Without
             ``resume``, a ``checkpoint_dir`` that already holds checkpoints is refused.
+            With several processes, ``checkpoint_dir`` is one folder that all of them read
+            (a shared file system): process 0 writes each checkpoint (the split chains
+            gathered from every process), and a resume needs the same number of processes
+            (the data's fingerprint is made of each process's rows).
         divergence_guard: when a run counts as diverged and what then happens (see
             ``DivergenceGuard``: energy spread growing by ``max_growth``, the NLL excess over a
             Gaussian fitted to the data above ``max_excess`` nats per dimension, optional

@@ -63,6 +63,7 @@ import numpy as np
 import numpyro.distributions as dist
 
 from ._ebm import EBM
+from ._hosts import host_copy, is_writer, several
 
 _MAGIC = b"declebm-model "  # then the format version and a newline
 VERSION = 2
@@ -500,6 +501,13 @@ def save(path: str | os.PathLike, model: Any) -> None:
     sha256 covers all of it. The write is atomic: a temporary file in the same folder,
     fsync'd, then renamed over ``path``.
 
+    With several processes (``jax.distributed``), process 0 alone writes the file and the
+    others return without writing, so calling ``save`` on every process (or on process 0
+    only, for a model whose arrays are replicated, as ``fit`` returns them) writes it once.
+    Arrays split over the processes are gathered first, a collective: then every process
+    must call ``save``. It does not wait for the others: a process that reads the file
+    next waits for process 0 first (``jax.experimental.multihost_utils.sync_global_devices``).
+
     A module of your own gets a recipe by defining ``constructor_kwargs(self) -> dict``,
     the keyword arguments that rebuild its structure (``load`` calls ``cls(**kwargs)``,
     adding ``key=jax.random.key(0)`` if the constructor takes a key, then overwrites every
@@ -521,6 +529,10 @@ def save(path: str | os.PathLike, model: Any) -> None:
             folder that does not exist.
     """
     path = _check_path(path)
+    if several():  # one writer; split leaves gathered first (a collective: every process calls save)
+        model = host_copy(model)
+        if not is_writer():
+            return
     if os.path.isdir(path):
         raise ValueError(f"path: {path!r} is a directory; give a file name such as {os.path.join(path, 'model.eqx')!r}")
     folder = os.path.dirname(os.path.abspath(path))

@@ -1,0 +1,91 @@
+"""Checkpoints, the run fingerprint and ``save`` with two ``jax.distributed`` processes
+(gloo over loopback on one machine; tests/multihost_worker.py is one process)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import declebm as eb
+
+pytestmark = pytest.mark.slow  # two processes joined through jax.distributed: `-m "not slow"` skips them
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multihost_worker.py")
+
+
+def _launch(mode: str, directory, n: int = 2) -> list[dict]:
+    """Run the worker in ``n`` processes joined over loopback; each one's record."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    outs = [os.path.join(str(directory), f"{mode}-{i}.json") for i in range(n)]
+    procs = [subprocess.Popen([sys.executable, WORKER, f"127.0.0.1:{port}", str(n), str(i), mode, str(directory),
+                               outs[i]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(n)]
+    try:
+        logs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, logs):
+        assert p.returncode == 0, err[-3000:]
+    return [json.load(open(o)) for o in outs]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("multihost")
+    return directory, _launch("train", directory)
+
+
+def test_two_processes_checkpoint_and_resume(trained):
+    """Both processes compute the run's fingerprint (each hashing its own rows), process 0
+    writes each checkpoint once with the chains of both processes, and a resume in two
+    processes finishes bit-identical to the uninterrupted run."""
+    _, records = trained
+    for me, r in enumerate(records):
+        assert "error" not in r, (me, r.get("traceback"))
+        assert r["steps"] == ["step-00000006", "step-00000009"]
+        assert r["resumed"]["history_step"] == r["straight"]["history_step"] == [3, 6, 9]
+        assert r["resumed"]["model"] == r["straight"]["model"]
+        assert r["resumed"]["chains"] == r["straight"]["chains"]  # this process's own chains
+    assert records[0]["resumed"]["chains"] != records[1]["resumed"]["chains"]  # split, not copied
+
+
+def test_two_processes_save_writes_once(trained):
+    """``save`` called on both processes: process 0 alone writes the file, which loads
+    with the trained values."""
+    directory, records = trained
+    assert [r["writes"] for r in records] == [1, 0]
+    assert sorted(n for n in os.listdir(str(directory)) if "model" in n) == ["model.eqx"]
+    loaded = eb.load(os.path.join(str(directory), "model.eqx"))
+    leaves = [np.asarray(x) for x in jax.tree.leaves(loaded) if isinstance(x, jax.Array)]
+    assert [x.tolist() for x in leaves] == records[0]["resumed"]["model"]
+
+
+def test_two_processes_resume_with_other_rows_refused(trained):
+    """A resume where process 1 passes other rows than the run it continues is refused
+    on both processes (the fingerprint combines every process's digest), naming the data."""
+    directory, _ = trained
+    records = _launch("other", directory)
+    for me, r in enumerate(records):
+        assert r["error"] is not None and r["error"].startswith("ValueError: resume:"), (me, r)
+        assert "different data" in r["error"] and "per_process[1]" in r["error"], r["error"]
+
+
+def test_two_processes_resume_from_different_folders_refused(trained):
+    """Every process reads the checkpoint: when process 1 finds none (its checkpoint_dir is
+    not the folder process 0 wrote, as without a shared file system), both processes refuse
+    to resume, naming what each one found, instead of training from different states."""
+    directory, _ = trained
+    records = _launch("apart", directory)
+    for r in records:
+        assert r["error"] is not None and r["error"].startswith("ValueError: checkpoint_dir: the processes found"), r
+        assert "process 0: step 9, process 1: no checkpoint" in r["error"], r["error"]

@@ -35,6 +35,8 @@ class FitResult(eqx.Module):
     lr_scale: the factor on every update at the end (below 1 after a divergence rollback).
     warnings: what the divergence guard reported (also issued as ``RuntimeWarning``s):
         each rollback, and a run that rolled back and ended worse than it started.
+    resumed_from: the step of the checkpoint a ``resume=True`` run continued from (``None``
+    when it started from step 0); the progress output says so too, unless ``progress=False``.
     """
 
     model: Any
@@ -45,6 +47,7 @@ class FitResult(eqx.Module):
     step: int = 0
     lr_scale: float = 1.0
     warnings: tuple[str, ...] = ()
+    resumed_from: int | None = None
 
 
 # One default optimizer object, so that repeated fits with the default reuse compiled code.
@@ -265,10 +268,12 @@ def fit(
         )
         carry = place(carry, shardings)
     history: dict[str, list] = {}
+    resumed_from = None
     if resume:
         loaded = load_checkpoint(os.fspath(checkpoint_dir), carry, run=run, num_steps=num_steps)
         if loaded is not None:
             carry, saved_history = loaded
+            resumed_from = int(carry.step)
             history = {k: list(v) for k, v in saved_history.items()}
             if mesh is not None:  # a checkpoint from any device count resumes on this one
                 carry = place(carry, shardings)
@@ -295,7 +300,7 @@ def fit(
         spec, carry, data, num_steps=num_steps, history=history, guard=divergence_guard, probe=probe,
         event_size=model.event_size, callbacks=callbacks, progress=progress,
         checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
-        checkpoint_every=checkpoint_every, run=run,
+        checkpoint_every=checkpoint_every, run=run, resumed_from=resumed_from,
     )
     return FitResult(
         model=eqx.combine(carry.params, static),
@@ -306,6 +311,7 @@ def fit(
         step=int(carry.step),
         lr_scale=float(carry.lr_scale),
         warnings=reports,
+        resumed_from=resumed_from,
     )
 
 

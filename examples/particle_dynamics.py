@@ -57,7 +57,7 @@ QUICK = dict(steps=20, batch_size=64, num_particles=64, width=16, init_steps=5,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--seed", type=int, default=None, help="one seed (overrides --seeds)")

@@ -193,6 +193,9 @@ def _check_recovery_digits(flags, r):
 def _check_toy2d(flags, r):
     # every strategy, recovery included (scored by its level-0 model), gets a finite NLL
     assert math.isfinite(r["test_nll"]), r
+    # the samples panel says how they were drawn: recovery's come down its ladder
+    ladder = r["strategy"] == "recovery"
+    assert r["samples"].startswith("progressive samples" if ladder else "model samples"), r
 
 
 RESULT_CHECKS = {

@@ -154,10 +154,12 @@ def fit(
             about every 10% or 30 s otherwise), ``"bar"``, ``"log"``, or ``False``/``"off"``.
         checkpoint_dir, checkpoint_every, resume: write a checkpoint (parameters,
             optimizer and strategy state, EMA, history) every ``checkpoint_every`` steps
-            (rounded up to a chunk) and at the end, each one a ``step-<n>`` folder that
-            appears only when complete; the two newest are kept. ``resume=True``
-            continues from the newest intact one (a damaged newest one falls back to the
-            previous with a warning) and refuses, naming what changed, a checkpoint of a
+            (rounded up to a chunk) and at the end, each one a folder named by its step
+            in eight digits (``step-00001200``) that appears only when complete; the two
+            newest are kept. ``resume=True`` continues from the newest intact one (a
+            damaged newest one falls back to the previous with a warning), says
+            ``resuming from step N`` through ``progress`` (``FitResult.resumed_from``
+            records it, also with ``progress=False``), and refuses, naming what changed, a checkpoint of a
             different run (strategy and its hyperparameters, optimizer, key, data, model
             structure, batch_size, ema_decay) or a ``num_steps`` below its step. Without
             ``resume``, a ``checkpoint_dir`` that already holds checkpoints is refused.

@@ -28,9 +28,7 @@ def _value(x: Any) -> wl.AbstractDoc | None:
         values = np.asarray(x)
     except Exception:  # noqa: BLE001 -- an array that cannot be read on the host keeps its summary
         return None
-    if values.dtype == np.bool_:
-        text = repr(values.tolist())
-    elif np.issubdtype(values.dtype, np.integer):
+    if values.dtype == np.bool_ or np.issubdtype(values.dtype, np.integer):
         text = repr(values.tolist())
     elif np.issubdtype(values.dtype, np.floating):
         fmt = np.vectorize(lambda v: f"{float(v):.6g}", otypes=[object])

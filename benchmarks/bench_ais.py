@@ -69,7 +69,7 @@ def measure(model, estimator, truth, seeds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a small grid (2 AIS lengths, 1 chain count, 2 SMC targets)")
     ap.add_argument("--seeds", type=int, default=None, help="estimates per setting (default 5, quick 3)")
     ap.add_argument("--dims", type=int, nargs="+", default=[2, 20])

@@ -92,7 +92,7 @@ def with_fit(data, mlp_energy, key, steps, chunk):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--chunk", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)

@@ -85,7 +85,7 @@ def measure(kind: str, python: str | None = None) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline", help="a Python interpreter with another declebm installed: a third contender")
     args = ap.parse_args(argv)

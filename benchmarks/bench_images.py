@@ -615,7 +615,7 @@ def write_results(path, rows, results, breakdowns, peak, peak_desc, command, not
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, help="rounds of interleaved runs (default 2; --quick: 1)")
     ap.add_argument("--seconds", type=float, default=2.0, help="timed work per run (at least 2 iterations)")
     ap.add_argument("--kinds", nargs="+", choices=["shortrun", "recovery", "dsm"],

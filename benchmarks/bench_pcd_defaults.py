@@ -105,7 +105,7 @@ def run_config(name, data, test, *, steps, eval_every, resolution, seed):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["mala", "ula", "mala-adapt", "hmc-adapt"])
     ap.add_argument("--steps", type=int, default=None, help="parameter updates (default 10000; --quick 20)")
     ap.add_argument("--eval-every", type=int, default=None, help="grid NLL every N updates (default 250)")

@@ -26,7 +26,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny settings, for a smoke test")
     ap.add_argument("--steps", type=int, default=200, help="training steps per timing")
     ap.add_argument("--repeats", type=int, default=3)

@@ -187,7 +187,7 @@ def fmt(r, key, spec):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, a few steps (a CPU smoke run)")
     ap.add_argument("--steps", type=int, help="updates per recipe run (default 300; --quick: 3)")
     ap.add_argument("--budget", type=float, default=420.0, help="seconds after which sections are skipped")

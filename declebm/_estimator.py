@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._repr import hyperparameter_repr
+
 
 class LogZEstimate(NamedTuple):
     r"""An estimate of ``log Z = log \int p~(x) dx``, as an estimator reports it.
@@ -126,6 +128,10 @@ class AbstractLogZEstimator(eqx.Module):
     start reverse chains. Estimators hold only hyperparameters. Implementations live in
     ``declebm.inference`` (``AIS``, ``SMC``).
     """
+
+    def __repr__(self) -> str:
+        # The numbers of the hyperparameters, not Equinox's ``weak_f32[]`` (see ``_repr``).
+        return hyperparameter_repr(self)
 
     @abc.abstractmethod
     def estimate(

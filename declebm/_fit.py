@@ -35,6 +35,8 @@ class FitResult(eqx.Module):
     lr_scale: the factor on every update at the end (below 1 after a divergence rollback).
     warnings: what the divergence guard reported (also issued as ``RuntimeWarning``s):
         each rollback, and a run that rolled back and ended worse than it started.
+    resumed_from: the step of the checkpoint a ``resume=True`` run continued from (``None``
+    when it started from step 0); the progress output says so too, unless ``progress=False``.
     """
 
     model: Any
@@ -45,6 +47,7 @@ class FitResult(eqx.Module):
     step: int = 0
     lr_scale: float = 1.0
     warnings: tuple[str, ...] = ()
+    resumed_from: int | None = None
 
 
 # One default optimizer object, so that repeated fits with the default reuse compiled code.
@@ -151,10 +154,12 @@ def fit(
             about every 10% or 30 s otherwise), ``"bar"``, ``"log"``, or ``False``/``"off"``.
         checkpoint_dir, checkpoint_every, resume: write a checkpoint (parameters,
             optimizer and strategy state, EMA, history) every ``checkpoint_every`` steps
-            (rounded up to a chunk) and at the end, each one a ``step-<n>`` folder that
-            appears only when complete; the two newest are kept. ``resume=True``
-            continues from the newest intact one (a damaged newest one falls back to the
-            previous with a warning) and refuses, naming what changed, a checkpoint of a
+            (rounded up to a chunk) and at the end, each one a folder named by its step
+            in eight digits (``step-00001200``) that appears only when complete; the two
+            newest are kept. ``resume=True`` continues from the newest intact one (a
+            damaged newest one falls back to the previous with a warning), says
+            ``resuming from step N`` through ``progress`` (``FitResult.resumed_from``
+            records it, also with ``progress=False``), and refuses, naming what changed, a checkpoint of a
             different run (strategy and its hyperparameters, optimizer, key, data, model
             structure, batch_size, ema_decay) or a ``num_steps`` below its step. Without
             ``resume``, a ``checkpoint_dir`` that already holds checkpoints is refused.
@@ -269,10 +274,12 @@ def fit(
         )
         carry = place(carry, shardings)
     history: dict[str, list] = {}
+    resumed_from = None
     if resume:
         loaded = load_checkpoint(os.fspath(checkpoint_dir), carry, run=run, num_steps=num_steps)
         if loaded is not None:
             carry, saved_history = loaded
+            resumed_from = int(carry.step)
             history = {k: list(v) for k, v in saved_history.items()}
             if mesh is not None:  # a checkpoint from any device count resumes on this one
                 carry = place(carry, shardings)
@@ -299,7 +306,7 @@ def fit(
         spec, carry, data, num_steps=num_steps, history=history, guard=divergence_guard, probe=probe,
         event_size=model.event_size, callbacks=callbacks, progress=progress,
         checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
-        checkpoint_every=checkpoint_every, run=run,
+        checkpoint_every=checkpoint_every, run=run, resumed_from=resumed_from,
     )
     return FitResult(
         model=eqx.combine(carry.params, static),
@@ -310,6 +317,7 @@ def fit(
         step=int(carry.step),
         lr_scale=float(carry.lr_scale),
         warnings=reports,
+        resumed_from=resumed_from,
     )
 
 

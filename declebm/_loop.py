@@ -180,12 +180,18 @@ def train_loop(
     checkpoint_dir: str | None,
     checkpoint_every: int | None,
     run: dict | None,
+    resumed_from: int | None = None,
 ) -> tuple[Carry, dict[str, list], tuple[str, ...]]:
     """Run chunks until ``num_steps`` updates are applied or a callback stops training.
-    Returns the carry, the history and the guard's reports (rollbacks, a worse end)."""
+    Returns the carry, the history and the guard's reports (rollbacks, a worse end).
+    ``resumed_from``: the step of the checkpoint this run continues from, announced first."""
     static = spec.static
     watch = _Guard(guard, carry, event_size)
     bar = Progress(num_steps, progress, initial=int(carry.step))
+    if resumed_from is not None:
+        left = max(num_steps - resumed_from, 0)
+        bar.message(f"[declebm] resuming from step {resumed_from} (checkpoint in {checkpoint_dir}); "
+                    f"{left} of {num_steps} steps left")
     t_start = time.perf_counter() - (history["time"][-1] if history.get("time") else 0.0)
     next_ckpt = (int(carry.step) // checkpoint_every + 1) * checkpoint_every if checkpoint_every else None
     sig = signature(carry)

@@ -12,17 +12,24 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray, PyTree
 
 from ._checks import check_positive, tree_hash
 from ._ebm import split_mapped
+from ._repr import hyperparameter_repr
 
 
 class SamplerInfo(NamedTuple):
     """What one transition reports, per chain (or averaged over chains by ``run``).
 
-    acceptance_rate: Metropolis acceptance probability (1 for unadjusted samplers).
-    is_divergent: whether the transition diverged (HMC/NUTS energy error).
-    mh_acceptance: for unadjusted samplers that report it (``Langevin``), the
-        Metropolis-Hastings acceptance probability the previous move *would* have had,
-        a measure of its discretisation bias (NaN where there is no previous move, at the
-        first step of a chain); ``None`` for the others.
+    acceptance_rate: the probability with which the step's move was accepted: the
+        Metropolis-Hastings probability ``min(1, ratio)`` for ``MALA`` and ``HMC``,
+        BlackJAX's acceptance statistic (the mean of ``min(1, exp(-Delta H))`` over the
+        trajectory's states) for ``NUTS``, and exactly 1 for the unadjusted ``Langevin``,
+        which accepts every move. The quantity step-size adaptation and ``diagnose`` use.
+    is_divergent: whether the transition diverged (HMC/NUTS energy error above 1000).
+    mh_acceptance: the Metropolis-Hastings acceptance probability of the sampler's
+        moves, for every shipped sampler. For ``MALA``, ``HMC`` and ``NUTS`` it is
+        ``acceptance_rate`` (the probability applied). For ``Langevin`` it is the
+        probability MALA *would* have accepted the previous move with, computed and not
+        applied: a measure of the discretisation bias (NaN where there is no previous
+        move, at the first step of a chain). ``None`` for a sampler that does not report it.
     """
 
     acceptance_rate: Float[Array, "..."]
@@ -56,6 +63,10 @@ class AbstractSampler(eqx.Module):
     """
 
     target_acceptance: ClassVar[float | None] = None
+
+    def __repr__(self) -> str:
+        # The numbers of the hyperparameters, not Equinox's ``weak_f32[]`` (see ``_repr``).
+        return hyperparameter_repr(self)
 
     def __hash__(self) -> int:
         # Numeric hyperparameters are 0-d arrays (traced, see ``declebm._checks.hyperparameter``).

@@ -10,6 +10,7 @@ import jax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._checks import tree_hash
+from ._repr import hyperparameter_repr
 
 
 class AbstractStrategy(eqx.Module):
@@ -36,6 +37,10 @@ class AbstractStrategy(eqx.Module):
       returns the density it trains, e.g. ``DiffusionRecoveryLikelihood``'s level 0, since
       the energy at an untrained level may drift harmlessly). Also an addition to DESIGN.
     """
+
+    def __repr__(self) -> str:
+        # The numbers of the hyperparameters, not Equinox's ``weak_f32[]`` (see ``_repr``).
+        return hyperparameter_repr(self)
 
     def __hash__(self) -> int:
         # Numeric hyperparameters are 0-d arrays (traced, see ``declebm._checks.hyperparameter``).

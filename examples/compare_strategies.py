@@ -8,9 +8,11 @@ Each strategy trains ``MLPEnergy(2, 128, 2)`` from the same initial weights with
 optimizer, batch size, number of updates and data; only ``strategy=`` changes. The script
 writes ``OUT/compare_<dataset>.png`` (the data, then one density panel per strategy) and
 ``OUT/compare_<dataset>.md``: the exact NLL of held-out data by grid quadrature on
-[-5, 5]^2 (lower is better; the true density's NLL, where known, is the floor), the wall
+``grid_nll``'s default box, the held-out data's range padded (lower is better; the true
+density's NLL, where known, is the floor), the wall
 time per update and updates per second (compilation excluded), and the same numbers as
-``OUT/compare_<dataset>.json``. ``--quick`` shrinks the data and the grid for a smoke test.
+``OUT/compare_<dataset>.json``. ``--quick`` is a smoke test: 20 updates per strategy (unless
+``--steps`` is given), tiny data and grid.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from toy2d import sample_metrics  # noqa: E402  (the same sample metrics as toy2
 
 
 # Sizes of everything but training with --quick (an option given explicitly wins).
-QUICK = dict(num_train=2_000, num_test=500, resolution=40)
+QUICK = dict(steps=20, num_train=2_000, num_test=500, resolution=40)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", "--strategies", dest="strategies", nargs="+", default=list(STRATEGY_NAMES),
                    choices=STRATEGY_NAMES, metavar="NAME",
                    help=f"strategies to compare, among {', '.join(STRATEGY_NAMES)} (default: all)")
-    p.add_argument("--steps", type=int, default=2000, help="parameter updates per strategy")
+    p.add_argument("--steps", type=int, default=None, help="parameter updates per strategy (2000; 20 with --quick)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (the same for all)")
     p.add_argument("--num-train", type=int, default=None, help="training examples (50000; 2000 with --quick)")
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
-    for name, value in (QUICK if args.quick else dict(num_train=50_000, num_test=5_000, resolution=200)).items():
+    for name, value in (QUICK if args.quick else dict(steps=2000, num_train=50_000, num_test=5_000, resolution=200)).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.strategies = list(dict.fromkeys(args.strategies))
@@ -124,7 +126,8 @@ def table(rows: list[dict], args, test) -> str:
     lines = [
         f"Dataset `{args.dataset}`, MLPEnergy(2, 128, 2), Adam({args.lr:g}), {args.steps} steps of batch "
         f"{args.batch_size}, seed {args.seed}; exact NLL of {args.num_test} held-out points by a "
-        f"{args.resolution}x{args.resolution} grid on [-5, 5]^2 (nats, lower is better). "
+        f"{args.resolution}x{args.resolution} grid on the held-out data's range, padded (grid_nll's default box; "
+        f"nats, lower is better). "
         f"Time per step excludes compilation; device: {jax.devices()[0].device_kind}.",
         "",
         "Sample MMD^2 against the held-out data at the median bandwidth and at a tenth of the data's std "

@@ -98,7 +98,7 @@ QUICK = dict(steps=5, batch_size=16, width=16, ais_chains=16, ais_steps=10, samp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--strategy", default=["dsm"], nargs="+", choices=NAMES, metavar="NAME",
                     help=f"one or more of {', '.join(NAMES)} (dsm)")
     ap.add_argument("--energy", default="mlp", choices=("mlp", "conv"),

@@ -28,14 +28,14 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--coordinator", default=None, help="host:port of process 0")
     ap.add_argument("--num-processes", type=int, default=1)
     ap.add_argument("--process-id", type=int, default=0)
     ap.add_argument("--launch-local", type=int, default=0, metavar="N",
                     help="start N processes on this machine (loopback coordinator) and wait for them")
     ap.add_argument("--strategy", default="pcd", choices=("pcd", "dsm", "nce"))
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, help="parameter updates (2000; 20 with --quick)")
     ap.add_argument("--batch-size", type=int, default=256, help="global batch (a multiple of the device count)")
     ap.add_argument("--out", default="out")
     ap.add_argument("--seed", type=int, default=0)
@@ -79,7 +79,7 @@ def main(argv=None):
     from declebm.inference import strategy_from_name
     from declebm.models import MLPEnergy
 
-    steps = 20 if args.quick else args.steps
+    steps = args.steps if args.steps is not None else (20 if args.quick else 2000)
     n_local = 2048 if args.quick else 25_000
     me = jax.process_index()
     # Each process holds only its own rows (here: its own draws; in practice its files).

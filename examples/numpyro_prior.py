@@ -44,7 +44,7 @@ QUICK = dict(steps=5, num_samples=50, num_chains=2, width=16)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--strategy", default="dsm", choices=NAMES)
     ap.add_argument("--steps", type=int, help=f"parameter updates ({DEFAULTS['steps']})")
     ap.add_argument("--width", type=int, help=f"hidden units of the MLP ({DEFAULTS['width']})")

@@ -50,26 +50,31 @@ from declebm.models import NoiseConditionedConvEnergy, NoiseConditionedMLPEnergy
 
 REFERENCES = {"Gaussian": 46.0, "GMM": 58.8, "KDE": 37.3}  # nats per image on [0, 1) pixels
 SAMPLE_STEPS = 300
+# CPU defaults, and the tiny settings of --quick (a smoke test); an option given explicitly wins over both.
+DEFAULTS = dict(steps=6000, width=256, langevin_steps=30, sample_steps=SAMPLE_STEPS, num_samples=64,
+                ais_chains=256, ais_steps=2000)
+QUICK = dict(steps=5, width=16, langevin_steps=3, sample_steps=3, num_samples=8, ais_chains=16, ais_steps=10)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--strategy", default="recovery", choices=["recovery"], help="only recovery here")
-    ap.add_argument("--steps", type=int, default=6000, help="training updates")
+    ap.add_argument("--steps", type=int, help="training updates (6000; 5 with --quick)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--energy", default="mlp", choices=["mlp", "conv"])
-    ap.add_argument("--width", type=int, default=256, help="MLP width, or the conv net's last channel count")
-    ap.add_argument("--langevin-steps", type=int, default=30)
+    ap.add_argument("--width", type=int, help="MLP width, or the conv net's last channel count (256; 16 with --quick)")
+    ap.add_argument("--langevin-steps", type=int, help="Langevin steps per training chain (30; 3 with --quick)")
     ap.add_argument("--step-size-constant", type=float, default=5e-3,
                     help="b^2 (the paper's 2e-4 needs long training; 5e-3 gave the best samples in 3000 CPU steps)")
     ap.add_argument("--ema", type=float, default=0.999,
                     help="sample from the exponential moving average of the weights (the paper's 0.999; 0: off)")
-    ap.add_argument("--sample-steps", type=int, default=SAMPLE_STEPS,
-                    help="Langevin steps per level when sampling (training uses --langevin-steps)")
-    ap.add_argument("--num-samples", type=int, default=64)
-    ap.add_argument("--ais-chains", type=int, default=256)
-    ap.add_argument("--ais-steps", type=int, default=2000)
+    ap.add_argument("--sample-steps", type=int,
+                    help=f"Langevin steps per level when sampling ({SAMPLE_STEPS}; 3 with --quick; "
+                         f"training uses --langevin-steps)")
+    ap.add_argument("--num-samples", type=int, help="samples drawn for the figure (64; 8 with --quick)")
+    ap.add_argument("--ais-chains", type=int, help="AIS chains (256; 16 with --quick)")
+    ap.add_argument("--ais-steps", type=int, help="AIS temperatures (2000; 10 with --quick)")
     ap.add_argument("--out", default="out")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny everything (a smoke test)")
@@ -84,10 +89,9 @@ def make_energy(kind: str, width: int, key):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.quick:
-        args.steps, args.width, args.langevin_steps = min(args.steps, 5), min(args.width, 16), min(args.langevin_steps, 3)
-        args.num_samples, args.ais_chains, args.ais_steps = min(args.num_samples, 8), min(args.ais_chains, 16), min(args.ais_steps, 10)
-        args.sample_steps = min(args.sample_steps, 3)
+    for name, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     key = jax.random.key(args.seed)
     k_data, k_model, k_fit, k_sample, k_ais = jax.random.split(key, 5)
     train, test, y_train, y_test = eb.datasets.digits(key=k_data, with_labels=True)

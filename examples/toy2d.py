@@ -3,12 +3,13 @@
     python examples/toy2d.py --dataset 8gaussians --strategy pcd --steps 5000 --out out/
     python examples/toy2d.py --strategy nce --steps 20 --quick      # a smoke test in seconds
 
-Runs unchanged on CPU or GPU. The exact NLL comes from grid quadrature (200x200 on
-[-5, 5]^2, the particle-dynamics protocol); where the toy has a closed-form density the
-true density's NLL on the same test set is printed beside it (no model can beat it).
-Writes ``OUT/toy2d_<dataset>_<strategy>.json`` (the numbers) and ``.png`` (data, density,
-samples and the training curves of the metrics the strategy reports). ``--quick`` shrinks
-everything but the model and ``--steps`` (data, grid, sampling) for a smoke test.
+Runs unchanged on CPU or GPU. The exact NLL comes from grid quadrature (200x200 cells on
+``grid_nll``'s default box: the test data's range, padded); where the toy has a closed-form
+density the true density's NLL on the same test set is printed beside it (no model can beat
+it). Writes ``OUT/toy2d_<dataset>_<strategy>.json`` (the numbers) and ``.png`` (data,
+density on [-5, 5]^2, samples and the training curves of the metrics the strategy reports).
+``--quick`` is a smoke test: 100 updates (unless ``--steps`` is given) and tiny data, grid
+and sampling.
 """
 
 from __future__ import annotations
@@ -28,17 +29,17 @@ from declebm.models import MLPEnergy, NoiseConditionedMLPEnergy
 
 
 # Sizes of everything but training: the protocol's, and the tiny ones of --quick.
-FULL = dict(num_train=50_000, num_test=5_000, resolution=200, num_samples=2000, sample_steps=1000)
-QUICK = dict(num_train=2_000, num_test=500, resolution=40, num_samples=200, sample_steps=20)
+FULL = dict(steps=5000, num_train=50_000, num_test=5_000, resolution=200, num_samples=2000, sample_steps=1000)
+QUICK = dict(steps=100, num_train=2_000, num_test=500, resolution=40, num_samples=200, sample_steps=20)
 # The training curves worth a look, by what the strategy reports (the first group present).
 CURVES = (("energy_data", "energy_samples"), ("f_data", "f_samples"), ("accuracy",), ("score_sq_norm",), ("loss",))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="8gaussians", choices=eb.datasets.TOY_NAMES)
     ap.add_argument("--strategy", default="pcd", choices=STRATEGY_NAMES)
-    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--steps", type=int, help="parameter updates (5000; 100 with --quick)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--out", default="out")
@@ -62,6 +63,8 @@ def sample_metrics(dataset: str, samples, test) -> dict:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     size = QUICK if args.quick else FULL
+    if args.steps is None:
+        args.steps = size["steps"]
 
     key = jax.random.key(args.seed)
     k_data, k_test, k_model, k_fit, k_sample = jax.random.split(key, 5)
@@ -96,8 +99,11 @@ def main(argv=None):
     start = jnp.mean(data, 0) + jnp.std(data, 0) * jax.random.normal(k_sample, (size["num_samples"], 2))
     if ladder:  # progressive sampling down the ladder
         samples = strategy.sample(result.model, size["num_samples"], key=k_sample)
+        how = f"progressive samples ({strategy.num_levels} levels x {strategy.langevin_steps} steps)"
     else:
         samples = eb.sample(result.model, MALA(step_size=0.05), init=start, num_steps=size["sample_steps"], key=k_sample)
+        how = f"model samples ({size['sample_steps']} MALA steps)"
+    metrics["samples"] = how
     metrics.update(sample_metrics(args.dataset, samples, test))
 
     os.makedirs(args.out, exist_ok=True)
@@ -108,7 +114,7 @@ def main(argv=None):
         fig, axs = plot.figure(1, 4)
         plot.samples(test, ax=axs[0, 0], title=f"data ({args.dataset})")
         plot.density(density, ax=axs[0, 1], resolution=size["resolution"], title=f"learned density, NLL {nll:.3f}")
-        plot.samples(samples, ax=axs[0, 2], title=f"model samples ({size['sample_steps']} steps)", color="C1")
+        plot.samples(samples, ax=axs[0, 2], title=how, color="C1")
         curves = next(keys for keys in CURVES if all(k in result.history for k in keys))
         plot.curves(result.history, curves, ax=axs[0, 3], title="training")
         fig.tight_layout()

@@ -341,9 +341,11 @@ class _AbstractMaximumLikelihood(AbstractStrategy):
 
     def _segment(self, sampler, model, x: Array, keys: Array) -> tuple[Array, Array, Array | None]:
         """``len(keys)`` sampler steps from ``x`` on ``model``; returns the end points and
-        the per-step mean acceptance rates and ``mh_acceptance`` (or ``None``)."""
+        the per-step mean acceptance rates and ``mh_acceptance``, or ``None`` for a
+        Metropolis sampler, whose ``mh_acceptance`` is its acceptance rate (reported once)."""
         state, info = sampler.scan_steps(model, sampler.init(model, x), keys)
-        return state.position, info.acceptance_rate, info.mh_acceptance
+        unadjusted = sampler.is_differentiable  # no Metropolis accept/reject step
+        return state.position, info.acceptance_rate, info.mh_acceptance if unadjusted else None
 
     def _chain(self, model, x0: Array, key: PRNGKeyArray, sampler=None) -> tuple[Array, Array, Array | None]:
         """Run ``steps`` sampler steps from ``x0``. Returns ``(x_k, mean acceptance, mean

@@ -230,6 +230,10 @@ class MALA(AbstractSampler):
     ``x' = x + (eps/2) grad log p~(x) + sqrt(eps) z`` accepted with the Metropolis-Hastings
     probability, so the chain targets ``p`` exactly. ``blackjax.mala`` with ``h = eps/2``.
 
+    ``SamplerInfo``: ``acceptance_rate`` and ``mh_acceptance`` are both BlackJAX's
+    ``min(1, p~(x') q(x | x') / (p~(x) q(x' | x)))`` of this step's proposal (the
+    probability it was accepted with, not the 0/1 outcome).
+
     The state caches ``log p~`` and its gradient at the position; persistent chains are
     re-initialised after each parameter update (``fit`` strategies do it), since the cache
     goes stale.
@@ -249,7 +253,9 @@ class MALA(AbstractSampler):
         default = jnp.result_type(float)
         wide = jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, default)), state)
         new, info = blackjax.mala.build_kernel()(key, wide, logdensity_fn, 0.5 * self.step_size)
-        return jax.tree.map(lambda a, b: a.astype(b.dtype), new, state), _info(info.acceptance_rate)
+        # The Metropolis-Hastings acceptance probability is the one applied: it fills both fields.
+        acceptance = info.acceptance_rate
+        return jax.tree.map(lambda a, b: a.astype(b.dtype), new, state), _info(acceptance, False, acceptance)
 
 
 class _AbstractHamiltonian(AbstractSampler):
@@ -287,7 +293,7 @@ class _AbstractHamiltonian(AbstractSampler):
             inverse_mass = self.inverse_mass_matrix.astype(state.position.dtype)
         kernel = self._algorithm().build_kernel()
         state, info = kernel(key, state, logdensity_fn, self.step_size, inverse_mass, self._trajectory())
-        return state, _info(info.acceptance_rate, info.is_divergent)
+        return state, _info(info.acceptance_rate, info.is_divergent, info.acceptance_rate)
 
 
 class HMC(_AbstractHamiltonian):
@@ -295,6 +301,10 @@ class HMC(_AbstractHamiltonian):
     ``num_integration_steps`` steps of size ``step_size`` per proposal, momentum
     ``N(0, M)``, Metropolis correction. ``inverse_mass_matrix`` is diagonal (a vector) or
     dense over the flattened example; default identity. ``blackjax.hmc``.
+
+    ``SamplerInfo``: ``acceptance_rate`` and ``mh_acceptance`` are both the Metropolis
+    acceptance probability ``min(1, exp(-Delta H))`` of this step's trajectory (BlackJAX's
+    ``acceptance_rate``); ``is_divergent`` flags an energy error ``Delta H`` above 1000.
     """
 
     step_size: Float[Array, ""] = eqx.field(converter=_step_size)
@@ -318,6 +328,11 @@ class NUTS(_AbstractHamiltonian):
     adaptive trajectory length (at most ``2^max_num_doublings`` leapfrog steps). For
     evaluation and long chains, not for inner training loops: vmapped chains all wait
     for the longest trajectory.
+
+    ``SamplerInfo``: ``acceptance_rate`` and ``mh_acceptance`` are both BlackJAX's
+    acceptance statistic, the mean Metropolis acceptance ``min(1, exp(-Delta H))`` over the
+    states of the trajectory (Hoffman & Gelman 2014, the quantity dual averaging tunes);
+    ``is_divergent`` flags an energy error above 1000.
     """
 
     step_size: Float[Array, ""] = eqx.field(converter=_step_size)

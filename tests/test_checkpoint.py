@@ -466,3 +466,17 @@ def test_a_state_holding_a_numpyro_density_resumes_in_a_process_whose_field_orde
     carry, _ = load_checkpoint(str(tmp_path), like, run=run, num_steps=100)
     np.testing.assert_array_equal(carry["base"].loc, np.arange(3.0))
     np.testing.assert_array_equal(carry["base"].scale, np.arange(1.0, 4.0))
+
+
+def test_a_resumed_fit_says_from_which_step_and_records_it(tmp_path, capsys):
+    d = tmp_path / "ckpt"
+    kw = {**KW, "progress": "log"}
+    first = eb.fit(_model(), _data(), num_steps=30, checkpoint_dir=d, checkpoint_every=10, **kw)
+    assert first.resumed_from is None and "resuming" not in capsys.readouterr().err
+    resumed = eb.fit(_model(), _data(), num_steps=40, checkpoint_dir=d, resume=True, **kw)
+    err = capsys.readouterr().err  # it resumed without a word
+    assert "[declebm] resuming from step 30" in err and "10 of 40 steps left" in err
+    assert resumed.resumed_from == 30
+    # progress=False prints nothing; the result still says where it resumed from
+    quiet = eb.fit(_model(), _data(), num_steps=50, checkpoint_dir=d, resume=True, **KW)
+    assert capsys.readouterr().err == "" and quiet.resumed_from == 40 and quiet.step == 50

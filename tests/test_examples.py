@@ -5,10 +5,11 @@ The convention every ``examples/*.py`` follows (this test relies on it):
 - ``build_parser() -> argparse.ArgumentParser`` (all options) and ``main(argv=None)``,
   with ``if __name__ == "__main__": main()``.
 - It accepts ``--steps N`` (parameter updates), ``--out DIR``, ``--seed S`` and
-  ``--quick``: tiny everything that ``--steps`` does not set (data, evaluation grids,
-  sampling steps and chains, AIS temperatures, ...), so ``--steps 3 --quick`` runs in
-  seconds. An option given explicitly wins over ``--quick`` (give such options
-  ``default=None`` and fill them in ``main``).
+  ``--quick``: a smoke run, tiny everything (data, evaluation grids, sampling steps and
+  chains, AIS temperatures, ...) and a few training steps (5 to 100, per example) unless
+  ``--steps`` is given, so that ``--quick`` alone finishes in about a minute on two CPU
+  cores and ``--steps 3 --quick`` sooner. An option given explicitly wins over
+  ``--quick`` (give such options ``default=None`` and fill them in ``main``).
 - An example that trains by more than one strategy has ``--strategy`` with ``choices=``
   (``nargs="+"`` where one run compares several); the test runs each choice. A choice the
   example cannot run is an error (non-zero exit), not a silent skip.
@@ -204,6 +205,9 @@ def _check_toy2d(flags, r):
     # every strategy, recovery included (scored by its level-0 model), gets a finite NLL
     assert math.isfinite(r["test_nll"]), r
     _check_sample_metrics(r["dataset"], r)
+    # the samples panel says how they were drawn: recovery's come down its ladder
+    ladder = r["strategy"] == "recovery"
+    assert r["samples"].startswith("progressive samples" if ladder else "model samples"), r
 
 
 def _check_compare_strategies(flags, r):

@@ -57,3 +57,22 @@ def test_curves_draws_the_metrics_the_history_has():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         eb.plot.curves(history, "loss")  # one name as a string
+
+
+def test_samples_on_high_dimensional_data_says_which_dims_it_draws():
+    pytest.importorskip("matplotlib")
+    import declebm as eb
+
+    x = np.random.default_rng(0).normal(size=(50, 64))
+    with pytest.warns(UserWarning, match=r"64 dimensions; drawing dimensions \(0, 1\).*dims="):
+        ax = eb.plot.samples(x)  # it drew dims 0 and 1 without a word
+    np.testing.assert_array_equal(ax.collections[0].get_offsets(), x[:, [0, 1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax = eb.plot.samples(x, dims=(5, 17))
+        eb.plot.samples(x[:, :2])  # 2-D data: nothing to say
+    np.testing.assert_array_equal(ax.collections[0].get_offsets(), x[:, [5, 17]])
+    with pytest.raises(ValueError, match=r"^dims: .*64 dimensions"):
+        eb.plot.samples(x, dims=(0, 64))
+    with pytest.raises(ValueError, match=r"^x: .*plot.images"):
+        eb.plot.samples(np.zeros((4, 1, 8, 8)))

@@ -41,7 +41,7 @@ DEFAULT_OUT = os.path.join(os.path.dirname(HERE), "RESULTS.md")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny runs (20 iterations, 1 seed, no 10k runs, no budgets "
                     "unless given), for smoke tests")
     ap.add_argument("--out", default=DEFAULT_OUT, help="the markdown report (default benchmarks/RESULTS.md)")

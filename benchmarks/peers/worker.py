@@ -43,7 +43,7 @@ RECOMMENDED = ("dsm", "pcd")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--library", required=True, choices=sorted(METHODS))
     ap.add_argument("--method", required=True, choices=("dsm", "pcd", "ssm", "esm", "nce"))
     ap.add_argument("--data", required=True, help=".npz with arrays train and test (written by run.py)")

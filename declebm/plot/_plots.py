@@ -47,11 +47,45 @@ def density(model: Any, *, bounds=(-5.0, 5.0), resolution: int = 200, ax=None, t
     return ax
 
 
-def samples(x: Any, *, bounds=(-5.0, 5.0), ax=None, title: str | None = None, s: float = 1.0, color: str = "C0"):
-    """Scatter of 2-D points on the same square as ``density``."""
+def samples(
+    x: Any,
+    *,
+    dims: tuple[int, int] | None = None,
+    bounds=(-5.0, 5.0),
+    ax=None,
+    title: str | None = None,
+    s: float = 1.0,
+    color: str = "C0",
+):
+    """Scatter of points ``x`` of shape ``(n, d)`` on the same square as ``density``.
+
+    ``dims=(i, j)`` picks the two coordinates drawn (horizontal ``i``, vertical ``j``);
+    needed when ``d > 2``: without it the first two are drawn with a warning saying so.
+    For images use ``plot.images``.
+    """
     x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise ValueError(
+            f"x: expected points of shape (n, d) with d >= 2, got shape {x.shape}"
+            + ("; for images use plot.images" if x.ndim > 2 else "")
+        )
+    d = x.shape[1]
+    if dims is None:
+        if d > 2:
+            warnings.warn(
+                f"plot.samples: x has {d} dimensions; drawing dimensions (0, 1) only. "
+                f"Pass dims=(i, j) to choose which two",
+                stacklevel=2,
+            )
+        dims = (0, 1)
+    if (
+        not isinstance(dims, (tuple, list))
+        or len(dims) != 2
+        or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) and -d <= i < d for i in dims)
+    ):
+        raise ValueError(f"dims: expected two indices of x's {d} dimensions, such as (0, 1), got {dims!r}")
     ax = _ax(ax)
-    ax.scatter(x[:, 0], x[:, 1], s=s, alpha=0.5, color=color, linewidths=0)
+    ax.scatter(x[:, dims[0]], x[:, dims[1]], s=s, alpha=0.5, color=color, linewidths=0)
     b = np.asarray(bounds, dtype=float)
     (lo0, hi0), (lo1, hi1) = (b, b) if b.shape == (2,) else (b[0], b[1])
     ax.set_xlim(lo0, hi0)

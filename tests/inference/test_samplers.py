@@ -155,6 +155,23 @@ def test_single_chain_kernel_reports_mh_acceptance():
     assert np.isnan(first.mh_acceptance) and 0.0 < float(second.mh_acceptance) <= 1.0
 
 
+@pytest.mark.parametrize("sampler", [MALA(0.5), HMC(0.3, num_integration_steps=4), NUTS(0.4)],
+                         ids=["MALA", "HMC", "NUTS"])
+def test_metropolis_samplers_report_their_acceptance_as_mh_acceptance(sampler):
+    """A Metropolis sampler's mh_acceptance is the acceptance probability it applied, for
+    every chain and step (it was None for MALA, HMC and NUTS)."""
+    x0 = jax.random.normal(jax.random.key(0), (64, 2))
+    _, info = sampler.run(_model(), x0, 5, jax.random.key(1))
+    assert info.mh_acceptance is not None and info.mh_acceptance.shape == (5,)
+    np.testing.assert_array_equal(info.mh_acceptance, info.acceptance_rate)
+    state = sampler.init(_model(), x0)
+    _, per_chain = sampler.step(_model(), state, jax.random.key(2))
+    assert per_chain.mh_acceptance.shape == (64,)
+    np.testing.assert_array_equal(per_chain.mh_acceptance, per_chain.acceptance_rate)
+    # probabilities (NUTS's trajectory mean of min(1, exp(-dH)) may round to 1 + 1e-7)
+    assert np.all((per_chain.acceptance_rate >= 0) & (per_chain.acceptance_rate <= 1 + 1e-6))
+
+
 def test_training_reports_mh_acceptance_for_langevin_only():
     from declebm.inference import PersistentCD
 

@@ -200,15 +200,19 @@ BLOW_UPS = {
 }
 
 
+def _fit_until_it_diverges(case, num_steps, match):
+    """Train one of the cases below on 8gaussians, expecting TrainingDivergedError."""
+    energy, strategy, opt = case
+    data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
+    with pytest.raises(eb.TrainingDivergedError, match=match) as err:
+        eb.fit(eb.EBM(energy(), event_shape=(2,)), data, strategy(), optimizer=opt(), num_steps=num_steps,
+               batch_size=128, key=jax.random.key(2), progress=False)
+    return err.value, data
+
+
 @pytest.mark.parametrize("name", sorted(BLOW_UPS))
 def test_blow_up_stops_with_the_last_healthy_model(name):
-    energy, strategy, opt = BLOW_UPS[name]
-    data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
-    model = eb.EBM(energy(), event_shape=(2,))
-    with pytest.raises(eb.TrainingDivergedError, match="diverged") as err:
-        eb.fit(model, data, strategy(), optimizer=opt(), num_steps=2000, batch_size=128, key=jax.random.key(2),
-               progress=False)
-    e = err.value
+    e, data = _fit_until_it_diverges(BLOW_UPS[name], 2000, "diverged")
     assert "learning rate" in str(e)  # the troubleshooting hint
     assert all(np.all(np.isfinite(p)) and np.max(np.abs(p)) < 1e3 for p in _params(e.model))
     # The model handed back is usable: its grid NLL is close to the initial model's (4.6), not 1e16.
@@ -240,13 +244,9 @@ ABSURD_DENSITIES = {
 
 @pytest.mark.parametrize("name", sorted(ABSURD_DENSITIES))
 def test_the_guard_sees_an_absurd_density(name):
-    energy, strategy, opt = ABSURD_DENSITIES[name]
-    data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
-    with pytest.raises(eb.TrainingDivergedError, match="estimated NLL on training examples rose to") as err:
-        eb.fit(eb.EBM(energy(), event_shape=(2,)), data, strategy(), optimizer=opt(), num_steps=400, batch_size=128,
-               key=jax.random.key(2), progress=False)
+    e, data = _fit_until_it_diverges(ABSURD_DENSITIES[name], 400, "estimated NLL on training examples rose to")
     # The model handed back is from before the blow-up (untrained: 4.8).
-    nll = float(eb.evaluate.grid_nll(err.value.model, data[:1000]))
+    nll = float(eb.evaluate.grid_nll(e.model, data[:1000]))
     assert nll < 7.0, nll
 
 

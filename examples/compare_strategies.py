@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import jax
@@ -31,8 +30,6 @@ import declebm as eb
 from declebm.inference import MALA, STRATEGY_NAMES, strategy_from_name
 from declebm.models import MLPEnergy, NoiseConditionedMLPEnergy
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from toy2d import sample_metrics  # noqa: E402  (the same sample metrics as toy2d)
 
 
 # Sizes of everything but training with --quick (an option given explicitly wins).
@@ -117,7 +114,7 @@ def run(args) -> list[dict]:
             samples = eb.sample(model, MALA(step_size=0.05), init=start, num_steps=20 if args.quick else 1000, key=k_fit)
         nll = float(eb.evaluate.grid_nll(model, test, resolution=args.resolution))
         rows.append({"strategy": name, "nll": nll, "ms_per_step": 1e3 * sps, "steps_per_s": 1.0 / sps,
-                     "total_s": total, "note": note, "model": model, **sample_metrics(args.dataset, samples, test)})
+                     "total_s": total, "note": note, "model": model, **eb.datasets.toy_sample_metrics(args.dataset, samples, test)})
         print(f"   NLL {nll:.3f}  {1e3 * sps:.2f} ms/step  total {total:.1f}s {note}", flush=True)
     return rows, data, test
 

@@ -48,18 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def sample_metrics(dataset: str, samples, test) -> dict:
-    """MMD^2 of samples against test data at the median bandwidth (the data's overall size:
-    blind to modes) and at a tenth of the data's per-axis std (0.2 on 8gaussians: sees them);
-    on 8gaussians also the fraction of samples within 2 std of a mode (the data's: 0.865)."""
-    h = 0.1 * float(jnp.sqrt(jnp.mean(jnp.var(test, 0))))
-    out = {"sample_mmd2_median_bw": round(float(eb.evaluate.mmd(samples, test)), 5),
-           f"sample_mmd2_bw_{h:.2g}": round(float(eb.evaluate.mmd(samples, test, bandwidth=h)), 5)}
-    if dataset == "8gaussians":
-        out["sample_mode_fraction"] = round(float(eb.datasets.toy_mode_fraction(dataset, samples)), 3)
-    return out
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     size = QUICK if args.quick else FULL
@@ -104,7 +92,7 @@ def main(argv=None):
         samples = eb.sample(result.model, MALA(step_size=0.05), init=start, num_steps=size["sample_steps"], key=k_sample)
         how = f"model samples ({size['sample_steps']} MALA steps)"
     metrics["samples"] = how
-    metrics.update(sample_metrics(args.dataset, samples, test))
+    metrics.update(eb.datasets.toy_sample_metrics(args.dataset, samples, test))
 
     os.makedirs(args.out, exist_ok=True)
     png = os.path.join(args.out, f"toy2d_{args.dataset}_{args.strategy}.png")

@@ -73,3 +73,19 @@ def test_mode_fraction_of_8gaussians_sees_the_modes():
         eb.datasets.toy_mode_fraction("moons", x)
     with pytest.raises(ValueError, match="^x: expected 2-D points"):
         eb.datasets.toy_mode_fraction("8gaussians", x[:, :1])
+
+
+def test_toy_sample_metrics_see_the_modes_that_the_median_bandwidth_cannot():
+    key = jax.random.key(0)
+    test = eb.datasets.toy("8gaussians", 2000, key=key)
+    good = eb.datasets.toy("8gaussians", 2000, key=jax.random.key(1))
+    angle = jax.random.uniform(jax.random.key(2), (2000,), maxval=2 * np.pi)
+    ring = 2.83 * jnp.stack([jnp.cos(angle), jnp.sin(angle)], -1)  # the modes' circle, no modes
+    m_good = eb.datasets.toy_sample_metrics("8gaussians", good, test)
+    m_ring = eb.datasets.toy_sample_metrics("8gaussians", ring, test)
+    small = next(k for k in m_good if k.startswith("sample_mmd2_bw_"))
+    assert small == "sample_mmd2_bw_0.2"  # a tenth of 8gaussians' per-axis std (2.0)
+    assert m_ring[small] > 10 * max(m_good[small], 1e-4)
+    # the data score 1 - exp(-2) = 0.865; a uniform ring through the modes about 0.66
+    assert m_good["sample_mode_fraction"] > 0.8 > 0.75 > m_ring["sample_mode_fraction"]
+    assert "sample_mode_fraction" not in eb.datasets.toy_sample_metrics("moons", good, test)

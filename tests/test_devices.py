@@ -125,6 +125,7 @@ def eight_devices(tmp_path_factory):
 TOL = 1e-5
 
 
+@pytest.mark.slow  # one subprocess with 8 host devices (about a minute on two cores)
 @pytest.mark.parametrize("name", ["pcd", "nce", "dsm"])
 def test_eight_devices_match_one(eight_devices, name):
     assert eight_devices[name]["max_diff"] < TOL

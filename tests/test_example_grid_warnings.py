@@ -28,6 +28,7 @@ def _example(name: str):
     return module
 
 
+@pytest.mark.slow  # runs the examples
 @pytest.mark.parametrize("name", ["toy2d", "compare_strategies"])
 def test_scoring_the_untrained_baseline_warns_nothing(name, tmp_path, monkeypatch):
     scores = []  # (the model has no base, the edge-mass warnings of its grid NLL)

@@ -13,6 +13,9 @@ import pytest
 import declebm as eb
 from declebm.inference import AIS, SMC
 
+# SMC's runs are the longest of these (15-30 s each on two cores): in the full suite only
+SLOW = pytest.mark.slow
+
 
 class _Quadratic(eqx.Module):
     """A user-declared energy ``(x - m)^T P (x - m) / 2 + c``."""
@@ -51,7 +54,7 @@ def _quiet(fn):
         return fn()
 
 
-@pytest.mark.parametrize("estimator", [AIS(), SMC()], ids=["AIS", "SMC"])
+@pytest.mark.parametrize("estimator", [pytest.param(AIS(), id="AIS"), pytest.param(SMC(), id="SMC", marks=SLOW)])
 def test_defaults_are_accurate_on_a_10d_correlated_gaussian_and_an_unequal_mixture(estimator):
     # Condition number 5000 (eigenvalues 0.1..500), the start a standard normal: the
     # estimators' pilot run fits the start. Measured over seeds 0-1 (benchmarks/
@@ -105,8 +108,8 @@ class _Linear(eqx.Module):
         return -jnp.sum(x)
 
 
-@pytest.mark.parametrize("estimator", [AIS(num_chains=256, num_steps=200), SMC(num_particles=256, num_runs=4)],
-                         ids=["AIS", "SMC"])
+@pytest.mark.parametrize("estimator", [pytest.param(AIS(num_chains=256, num_steps=200), id="AIS"),
+                                       pytest.param(SMC(num_particles=256, num_runs=4), id="SMC", marks=SLOW)])
 def test_never_a_quiet_wrong_number(estimator):
     key = jax.random.key(0)
     # +inf is a constraint: chains are rejected there, the estimate is finite and right
@@ -147,8 +150,8 @@ class _Cauchy(eqx.Module):
         return 1.5 * jnp.log1p(jnp.sum(x**2))
 
 
-@pytest.mark.parametrize("estimator", [AIS(num_chains=256, num_steps=200), SMC(num_particles=256, num_runs=4)],
-                         ids=["AIS", "SMC"])
+@pytest.mark.parametrize("estimator", [pytest.param(AIS(num_chains=256, num_steps=200), id="AIS"),
+                                       pytest.param(SMC(num_particles=256, num_runs=4), id="SMC", marks=SLOW)])
 def test_a_density_that_does_not_fall_off_is_flagged_and_heavy_tails_are_not(estimator):
     from declebm.inference._annealing import integrability_checks
 

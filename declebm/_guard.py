@@ -9,6 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._checks import check_positive
@@ -150,8 +151,7 @@ def draw_probe(num_probe: int, data: Float[Array, "n *event"], key: PRNGKeyArray
 
 def _log_q(probe: Probe, x: Float[Array, "m *event"]) -> Float[Array, " m"]:
     """The log density of the per-coordinate Gaussian ``N(loc, scale^2)`` the probe was drawn from."""
-    z = (x.astype(jnp.float32) - probe.loc) / probe.scale
-    per = -0.5 * z**2 - jnp.log(probe.scale) - 0.5 * jnp.log(2 * jnp.pi)
+    per = dist.Normal(probe.loc, probe.scale).log_prob(x.astype(jnp.float32))
     return jnp.sum(per.reshape(x.shape[0], -1), axis=1)
 
 

@@ -63,6 +63,11 @@ def _run(sampler, model, x, num_steps, key, kwargs):
     return sampler.run(model, x, num_steps, key, **kwargs)
 
 
+@eqx.filter_jit
+def _tune(sampler, model, x, key, kwargs):
+    return sampler.tuned(model, x, key, **kwargs)
+
+
 def sample(
     model: EBM,
     sampler: AbstractSampler,
@@ -101,6 +106,10 @@ def sample(
     coordinate across the chains (BlackJAX's estimators) on the second half of the
     trace. ``x`` is the same as without it (same keys). Use several chains from
     dispersed starts for R-hat to mean something.
+
+    A sampler that needs tuning first (``sampler.needs_tuning``: ``MCLMC()`` without
+    ``L`` and ``step_size``) is tuned on the model from the start (``sampler.tuned``)
+    with a key split from ``key``, then runs ``num_steps`` steps.
     """
     if not isinstance(model, EBM):
         raise TypeError(f"model: expected a declebm.EBM, got {type(model).__name__}")
@@ -127,6 +136,9 @@ def sample(
         check_divides(mesh, x.shape[0], "the number of chains (num_samples)")
         model = replicate_model(model, mesh)
         x = place(x, split(mesh))
+    if sampler.needs_tuning:
+        k_tune, k_run = jax.random.split(k_run)
+        sampler = _tune(sampler, model, x, k_tune, kwargs)
     if return_diagnostics:
         every = check_trace_every(trace_every, num_steps)
         x, info, trace = run_with_trace(sampler, model, x, num_steps, k_run, every, kwargs)

@@ -29,12 +29,18 @@ class SamplerInfo(NamedTuple):
         ``acceptance_rate`` (the probability applied). For ``Langevin`` it is the
         probability MALA *would* have accepted the previous move with, computed and not
         applied: a measure of the discretisation bias (NaN where there is no previous
-        move, at the first step of a chain). ``None`` for a sampler that does not report it.
+        move, at the first step of a chain). ``None`` for a sampler that does not report it
+        (``MCLMC``, ``SVGD``, ``AnnealedLangevin``).
+    swap_acceptance: ``ParallelTempering`` only: the replica-exchange acceptance
+        probability ``min(1, exp((b_k - b_{k+1}) (log p~(x_{k+1}) - log p~(x_k))))`` of
+        every adjacent pair of the temperature ladder, shape ``(..., K - 1)`` (computed
+        for every pair, applied to the pairs the step attempts); ``None`` otherwise.
     """
 
     acceptance_rate: Float[Array, "..."]
     is_divergent: Bool[Array, "..."]
     mh_acceptance: Float[Array, "..."] | None = None
+    swap_acceptance: Float[Array, "... pairs"] | None = None
 
 
 class AbstractSampler(eqx.Module):
@@ -63,6 +69,11 @@ class AbstractSampler(eqx.Module):
     """
 
     target_acceptance: ClassVar[float | None] = None
+    # Whether ``init_chain``/``step_chain`` are a Markov kernel of one chain that other
+    # algorithms may call directly (SMC's moves, ParallelTempering's replicas). False for
+    # samplers whose step is not per chain (SVGD moves the particles as one set) or
+    # depends on the step count (AnnealedLangevin) or on a whole ladder (ParallelTempering).
+    is_chain_kernel: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         # The numbers of the hyperparameters, not Equinox's ``weak_f32[]`` (see ``_repr``).
@@ -87,6 +98,17 @@ class AbstractSampler(eqx.Module):
         """Whether a step is a smooth function of the position and the parameters
         (no Metropolis accept/reject), so gradients may flow through the chain."""
         return False
+
+    @property
+    def needs_tuning(self) -> bool:
+        """Whether ``tuned`` must run before sampling (``sample`` calls it): ``MCLMC``
+        without ``L`` and ``step_size``."""
+        return False
+
+    def tuned(self, model: Any, x: Float[Array, "chains *event"], key: PRNGKeyArray, **kwargs) -> "AbstractSampler":
+        """This sampler with its hyperparameters tuned on ``model`` from the chains ``x``;
+        unchanged by default (see ``MCLMC.tuned``)."""
+        return self
 
     def init(self, model: Any, x: Float[Array, "chains *event"], **kwargs) -> PyTree:
         mapped, fixed = split_mapped(kwargs, x.shape[:1])
@@ -119,10 +141,8 @@ class AbstractSampler(eqx.Module):
             # float64 model, or noise drawn in JAX's default dtype) must not change the
             # type of the scan's carry.
             state = jax.tree.map(lambda a, b: a.astype(b.dtype) if eqx.is_array(b) else a, new, state)
-            mh = None if info.mh_acceptance is None else jnp.mean(info.mh_acceptance.astype(jnp.float32))
-            return state, SamplerInfo(
-                jnp.mean(info.acceptance_rate.astype(jnp.float32)), jnp.mean(info.is_divergent.astype(jnp.float32)), mh
-            )
+            # Every reported field averaged over the chains (axis 0); None stays None.
+            return state, jax.tree.map(lambda v: jnp.mean(v.astype(jnp.float32), axis=0), info)
 
         return jax.lax.scan(body, state, keys)
 

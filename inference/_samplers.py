@@ -21,6 +21,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from blackjax.mcmc.ghmc import GHMCState
 from blackjax.sgmcmc.diffusions import overdamped_langevin
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -75,9 +76,40 @@ def _inverse_mass_matrix(value):
     return m
 
 
-def _info(acceptance_rate, is_divergent=False, mh_acceptance=None) -> SamplerInfo:
+def _info(acceptance_rate, is_divergent=False, mh_acceptance=None, swap_acceptance=None) -> SamplerInfo:
     mh = None if mh_acceptance is None else jnp.asarray(mh_acceptance, jnp.float32)
-    return SamplerInfo(jnp.asarray(acceptance_rate, jnp.float32), jnp.asarray(is_divergent, bool), mh)
+    swap = None if swap_acceptance is None else jnp.asarray(swap_acceptance, jnp.float32)
+    return SamplerInfo(jnp.asarray(acceptance_rate, jnp.float32), jnp.asarray(is_divergent, bool), mh, swap)
+
+
+def _check_mass_matrix(m, x: Array) -> None:
+    """An inverse mass matrix has one row per number of the flattened example."""
+    size = math.prod(x.shape[1:])
+    if m is not None and m.shape[0] != size:
+        raise ValueError(
+            f"inverse_mass_matrix: has {m.shape[0]} rows but one example has {size} numbers "
+            f"(shape {tuple(x.shape[1:])}); give one entry per number of the flattened example"
+        )
+
+
+def _inverse_mass(m, position: Array) -> Array:
+    """The inverse mass matrix in the chain's dtype (identity when ``None``)."""
+    return jnp.ones(position.size, position.dtype) if m is None else m.astype(position.dtype)
+
+
+def _in_default_precision(step):
+    """Run a BlackJAX step in at least JAX's default float precision and return the state
+    in the chain's own dtype: BlackJAX draws its noise in the default dtype (float64
+    under x64), which would otherwise promote a float32 chain."""
+
+    def run(key, state, *args):
+        default = jnp.result_type(float)
+        wide = jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, default)) if eqx.is_inexact_array(a) else a,
+                            state)
+        new, info = step(key, wide, *args)
+        return jax.tree.map(lambda a, b: a.astype(b.dtype), new, state), info
+
+    return run
 
 
 class LangevinState(NamedTuple):
@@ -274,23 +306,14 @@ class _AbstractHamiltonian(AbstractSampler):
         """The kernel's last argument: integration steps (HMC) or max doublings (NUTS)."""
 
     def init(self, model, x: Array, **kwargs):
-        m = self.inverse_mass_matrix
-        size = math.prod(x.shape[1:])
-        if m is not None and m.shape[0] != size:
-            raise ValueError(
-                f"inverse_mass_matrix: has {m.shape[0]} rows but one example has {size} numbers "
-                f"(shape {tuple(x.shape[1:])}); give one entry per number of the flattened example"
-            )
+        _check_mass_matrix(self.inverse_mass_matrix, x)
         return super().init(model, x, **kwargs)
 
     def init_chain(self, logdensity_fn: Callable, x: Array):
         return self._algorithm().init(x, logdensity_fn)
 
     def step_chain(self, key: PRNGKeyArray, state, logdensity_fn: Callable):
-        if self.inverse_mass_matrix is None:
-            inverse_mass = jnp.ones(state.position.size, state.position.dtype)
-        else:
-            inverse_mass = self.inverse_mass_matrix.astype(state.position.dtype)
+        inverse_mass = _inverse_mass(self.inverse_mass_matrix, state.position)
         kernel = self._algorithm().build_kernel()
         state, info = kernel(key, state, logdensity_fn, self.step_size, inverse_mass, self._trajectory())
         return state, _info(info.acceptance_rate, info.is_divergent, info.acceptance_rate)
@@ -349,3 +372,109 @@ class NUTS(_AbstractHamiltonian):
 
     def _trajectory(self) -> int:
         return self.max_num_doublings
+
+
+class Barker(AbstractSampler):
+    r"""The Barker proposal (Livingstone & Zanella 2022, "The Barker proposal: combining
+    robustness and efficiency in gradient-based MCMC", JRSS B), ``blackjax.barker``:
+    per coordinate ``i``, with ``z_i ~ N(0, sigma^2)`` (``sigma = step_size``, a length
+    like HMC's, not MALA's variance),
+
+    .. math:: x'_i = x_i + b_i z_i,\qquad
+              P(b_i = 1) = 1 - P(b_i = -1) = \frac{1}{1 + e^{-z_i \partial_i \log\tilde p(x)}},
+
+    a random-walk increment whose sign leans toward the gradient, accepted with the
+    Metropolis-Hastings probability. The gradient only sets the probability of a sign, so
+    a step that is far too large for the target's curvature degrades gracefully where
+    MALA's drift overshoots (the paper's robustness result). ``inverse_mass_matrix``
+    (diagonal vector or dense, over the flattened example) preconditions the increments.
+
+    ``SamplerInfo``: ``acceptance_rate`` and ``mh_acceptance`` are both the applied
+    Metropolis-Hastings probability. ``target_acceptance`` is MALA's 0.574: Barker has
+    MALA's ``d^{-1/3}`` scaling with dimension (Livingstone & Zanella 2022, sec. 4); it is
+    a default for ``adapt_step_size``, change it with the strategy's ``target_acceptance``.
+    The state caches ``log p~`` and its gradient (re-initialise after a parameter update).
+    """
+
+    step_size: Float[Array, ""] = eqx.field(converter=_step_size)
+    inverse_mass_matrix: Float[Array, "..."] | None = eqx.field(converter=_inverse_mass_matrix, default=None)
+    target_acceptance: ClassVar[float] = 0.574
+
+    def init(self, model, x: Array, **kwargs):
+        _check_mass_matrix(self.inverse_mass_matrix, x)
+        return super().init(model, x, **kwargs)
+
+    def init_chain(self, logdensity_fn: Callable, x: Array):
+        return blackjax.barker.init(x, logdensity_fn)
+
+    def step_chain(self, key: PRNGKeyArray, state, logdensity_fn: Callable):
+        inverse_mass = _inverse_mass(self.inverse_mass_matrix, state.position)
+        step = _in_default_precision(blackjax.barker.build_kernel())
+        new, info = step(key, state, logdensity_fn, self.step_size, inverse_mass)
+        return new, _info(info.acceptance_rate, False, info.acceptance_rate)
+
+
+_alpha = hyperparameter("alpha", low=0.0, high=1.0, low_open=True)
+_delta = hyperparameter("delta", low=0.0, high=2.0, high_open=True)
+
+
+class GHMC(AbstractSampler):
+    r"""Generalised HMC with persistent momentum and a non-reversible slice acceptance
+    (Horowitz 1991, "A generalized guided Monte Carlo algorithm"; Neal 2020, "Non-reversibly
+    updating a uniform [0,1] value for Metropolis accept/reject decisions"),
+    ``blackjax.ghmc``. One transition:
+
+    .. math:: p \leftarrow \sqrt{1-\alpha}\,p + \sqrt{\alpha}\,\xi,\ \xi\sim N(0, M);\qquad
+              (x', p') = \mathrm{leapfrog}_\epsilon(x, p);\qquad
+              u \leftarrow ((u + 1 + \delta) \bmod 2) - 1,
+
+    accept ``(x', -p')`` if ``log|u| <= -Delta H`` (then ``u <- u e^{Delta H}``), else keep
+    ``x`` and flip the momentum, ``p <- -p`` (the flip makes the
+    kernel exact and the momentum persistent: a small ``alpha`` keeps the direction over
+    many one-step transitions, so the chain moves like long-trajectory HMC). ``alpha = 1``
+    refreshes the momentum fully (MALA-like HMC with one leapfrog step). ``step_size`` is
+    the leapfrog step (a length), ``inverse_mass_matrix`` diagonal or dense as for ``HMC``.
+
+    The state is BlackJAX's ``GHMCState`` (position, momentum, cached ``log p~`` and its
+    gradient, slice variable ``u``). ``init`` takes no key, so it sets the momentum to 0
+    and ``u`` to NaN, and the chain's first step draws both (a full refresh ``alpha = 1``
+    and ``u ~ U(-1, 1)``), from the step's key; the momentum persists only across steps
+    of one run (the MCMC strategies re-initialise chains after every parameter update).
+
+    ``SamplerInfo``: ``acceptance_rate`` and ``mh_acceptance`` are both
+    ``min(1, exp(-Delta H))`` of the step's leapfrog move; ``is_divergent`` flags
+    ``Delta H > 1000``. ``target_acceptance`` 0.9: every rejection reverses the persistent
+    momentum, so GHMC is run at a higher acceptance than HMC (a convention, not an optimum
+    derived for GHMC).
+    """
+
+    step_size: Float[Array, ""] = eqx.field(converter=_step_size)
+    alpha: Float[Array, ""] = eqx.field(converter=_alpha, default=0.1)
+    delta: Float[Array, ""] = eqx.field(converter=_delta, default=0.1)
+    inverse_mass_matrix: Float[Array, "..."] | None = eqx.field(converter=_inverse_mass_matrix, default=None)
+    target_acceptance: ClassVar[float] = 0.9
+
+    def init(self, model, x: Array, **kwargs):
+        _check_mass_matrix(self.inverse_mass_matrix, x)
+        return super().init(model, x, **kwargs)
+
+    def init_chain(self, logdensity_fn: Callable, x: Array):
+        logdensity, grad = jax.value_and_grad(logdensity_fn)(x)
+        return GHMCState(x, jnp.zeros_like(x), logdensity, grad, jnp.full((), jnp.nan, x.dtype))
+
+    def step_chain(self, key: PRNGKeyArray, state, logdensity_fn: Callable):
+        m = self.inverse_mass_matrix
+        if m is None:
+            scale = jnp.ones(state.position.size, state.position.dtype)
+        else:  # BlackJAX squares a vector (a momentum scale) and takes a matrix as the inverse mass
+            scale = jnp.sqrt(m) if m.ndim == 1 else m
+            scale = scale.astype(state.position.dtype)
+        k_slice, k_step = jax.random.split(key)
+        first = jnp.isnan(state.slice)
+        start = jax.random.uniform(k_slice, (), state.position.dtype, -1.0, 1.0)
+        state = state._replace(slice=jnp.where(first, start, state.slice))
+        alpha = jnp.where(first, 1.0, self.alpha)
+        kernel = blackjax.ghmc.build_kernel()
+        step = _in_default_precision(lambda k, s, a: kernel(k, s, logdensity_fn, self.step_size, scale, a, self.delta))
+        new, info = step(k_step, state, alpha)
+        return new, _info(info.acceptance_rate, info.is_divergent, info.acceptance_rate)

@@ -91,6 +91,13 @@ def per_example_density(base: Any) -> Any:
 def check_kernel(kernel: Any) -> None:
     if not isinstance(kernel, AbstractSampler):
         raise TypeError(f"kernel: expected a declebm sampler such as MALA(step_size=...) or HMC(...), got {type(kernel).__name__}")
+    if not type(kernel).is_chain_kernel:
+        raise TypeError(
+            f"kernel: {type(kernel).__name__} is not a Markov kernel of one chain (its step moves a set of particles "
+            f"or a ladder of densities); use MALA, HMC, Barker or GHMC"
+        )
+    if kernel.needs_tuning:
+        raise ValueError(f"kernel: {type(kernel).__name__} is not tuned yet; give its L and step_size (or .tuned(...))")
 
 
 def check_distribution(base: Any, name: str = "base") -> None:

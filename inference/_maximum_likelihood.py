@@ -82,7 +82,7 @@ Here ``E`` is the model's whole potential ``-log p~ = E - log b``: with a base d
 is trained through it).
 
 **Step size that adapts during training** (``adapt_step_size=True``, for ``MALA``,
-``HMC``, ``NUTS``; meant for persistent and replay-buffer chains, allowed for every
+``HMC``, ``NUTS``, ``Barker``, ``GHMC``; meant for persistent and replay-buffer chains, allowed for every
 start). After every parameter update the step size ``eps`` of the next update's chains
 is moved toward the target acceptance rate ``delta`` (``target_acceptance``, default
 the sampler's: MALA 0.574, HMC 0.651) by BlackJAX's dual averaging
@@ -105,7 +105,7 @@ of acceptance error after 10,000 updates), a Robbins-Monro step that tracks a sl
 moving optimum without restarts, while the averaging in ``Hbar`` damps the noise of one
 update's acceptance estimate. The step is bounded above by the one where the sampler
 turns unstable on a Gaussian as wide as the data, ``4 s^2`` for MALA and ``2 s`` for the
-leapfrog of HMC/NUTS (``s`` the largest per-coordinate std of the data, the half-width of
+leapfrog of HMC/NUTS/GHMC (and for Barker's increments) (``s`` the largest per-coordinate std of the data, the half-width of
 its box with ``noise="uniform"``): a freshly initialised network is nearly flat and
 accepts any step, and unbounded dual averaging then throws the chains far from the data
 (measured: a 2-32-32-1 MLP on ``8gaussians`` reached MALA steps of 27,000 within 30
@@ -144,7 +144,7 @@ from declebm._ebm import stop_gradient
 from declebm._sample import draw_noise, fit_noise
 from declebm.evaluate import nearest_neighbour_entropy
 
-from ._samplers import MALA, _AbstractHamiltonian
+from ._samplers import GHMC, MALA, Barker, _AbstractHamiltonian
 
 _STARTS = ("data", "persistent", "noise", "buffer")
 _NOISES = ("gaussian", "uniform")
@@ -164,11 +164,14 @@ def _max_step_size(sampler: AbstractSampler, scale: Array) -> Array:
     Gaussian as wide as the data (``scale``: the start distribution's per-coordinate
     scale, the data's std). Unadjusted Langevin on ``N(0, s^2)`` diverges for
     ``eps > 4 s^2`` (``x' = (1 - eps / 2s^2) x + ...``), the leapfrog for ``eps > 2 s``
-    (per coordinate, ``s / sqrt(M^-1_ii)`` with a mass matrix). Other samplers: no bound."""
+    (per coordinate, ``s / sqrt(M^-1_ii)`` with a mass matrix; HMC, NUTS and GHMC). Barker
+    never turns unstable (its increments only lean toward the gradient), but increments
+    of twice the data's scale leave the data's range: the same ``2 s``. Other samplers:
+    no bound."""
     s = jnp.asarray(scale, jnp.float32).reshape(-1)
     if isinstance(sampler, MALA):
         return 4.0 * jnp.max(s) ** 2
-    if isinstance(sampler, _AbstractHamiltonian):
+    if isinstance(sampler, (_AbstractHamiltonian, GHMC, Barker)):
         m = sampler.inverse_mass_matrix
         if m is None:
             return 2.0 * jnp.max(s)

@@ -60,9 +60,11 @@ class ParallelTempering(AbstractSampler):
     rejects about equally often).
 
     ``kernel``: any one-chain sampler (``MALA``, ``HMC``, ``Barker``, ``GHMC``, ``Langevin``,
-    ``UnderdampedLangevin``, tuned ``MCLMC``, ...); its ``step_size`` may be one number or
-    one per temperature (shape ``(K,)``, e.g. ``eps_0 * T`` for MALA, whose step is a
-    variance). Swapped states keep their momentum; the cached tempered ``log p~`` and
+    ``UnderdampedLangevin``, tuned ``MCLMC``, ...), shared by every temperature, or a list
+    of ``K`` samplers of one type, one per temperature, that differ in their numeric
+    hyperparameters (e.g. ``[MALA(0.3 * t) for t in temperatures]``: a replica at
+    temperature ``T`` is ``sqrt(T)`` times wider, and MALA's step is a variance); they are
+    stored as one sampler whose hyperparameters have a leading temperature axis. Swapped states keep their momentum; the cached tempered ``log p~`` and
     gradient of BlackJAX states (fields ``logdensity``, ``logdensity_grad``) are rescaled by
     ``b_new / b_old``, and a state without them is re-initialised at its new temperature.
 
@@ -73,21 +75,40 @@ class ParallelTempering(AbstractSampler):
     """
 
     kernel: AbstractSampler
-    temperatures: Float[Array, " K"] = eqx.field(converter=_temperatures)
+    temperatures: Float[Array, " K"]
+    per_temperature: bool = eqx.field(static=True)
     is_chain_kernel: ClassVar[bool] = False
 
-    def __check_init__(self):
-        if not isinstance(self.kernel, AbstractSampler):
-            raise TypeError(f"kernel: expected a declebm sampler such as MALA(step_size=...), got "
-                            f"{type(self.kernel).__name__}")
-        if not type(self.kernel).is_chain_kernel:
-            raise TypeError(f"kernel: {type(self.kernel).__name__} has no one-chain kernel to run at each temperature; "
-                            f"use MALA, HMC, Barker, GHMC, Langevin, UnderdampedLangevin or a tuned MCLMC")
-        step = getattr(self.kernel, "step_size", None)
-        if step is not None and jnp.ndim(step) == 1 and not isinstance(self.temperatures, jax.core.Tracer):
-            if jnp.shape(step)[0] != jnp.shape(self.temperatures)[0]:
-                raise ValueError(f"kernel: its step_size has {jnp.shape(step)[0]} values, one per temperature needs "
-                                 f"{jnp.shape(self.temperatures)[0]}")
+    def __init__(self, kernel: AbstractSampler | list | tuple, temperatures: Any):
+        self.temperatures = _temperatures(temperatures)
+        num = int(jnp.shape(self.temperatures)[0])
+        kernels = list(kernel) if isinstance(kernel, (list, tuple)) else [kernel]
+        for k in kernels:
+            if not isinstance(k, AbstractSampler):
+                raise TypeError(f"kernel: expected a declebm sampler such as MALA(step_size=...) or a list of one per "
+                                f"temperature, got {type(k).__name__}")
+            if not type(k).is_chain_kernel:
+                raise TypeError(f"kernel: {type(k).__name__} has no one-chain kernel to run at each temperature; "
+                                f"use MALA, HMC, Barker, GHMC, Langevin, UnderdampedLangevin or a tuned MCLMC")
+        self.per_temperature = isinstance(kernel, (list, tuple))
+        if not self.per_temperature:
+            self.kernel = kernel
+            return
+        if len(kernels) != num:
+            raise ValueError(f"kernel: a list of kernels needs one per temperature, {num}; got {len(kernels)}")
+        parts = [eqx.partition(k, eqx.is_array) for k in kernels]
+        structure = jax.tree.structure(parts[0][0])
+        for k, (dynamic, static) in zip(kernels, parts):
+            if (type(k) is not type(kernels[0]) or jax.tree.structure(dynamic) != structure
+                    or not eqx.tree_equal(static, parts[0][1])
+                    or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(jax.tree.leaves(dynamic),
+                                                                       jax.tree.leaves(parts[0][0])))):
+                raise ValueError(
+                    "kernel: the kernels of the temperatures must be one sampler type that differ only in their "
+                    f"numeric hyperparameters (e.g. [MALA(0.1 * t) for t in temperatures]); got {kernels[0]!r} and {k!r}"
+                )
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *[d for d, _ in parts])
+        self.kernel = eqx.combine(stacked, parts[0][1])
 
     @property
     def target_acceptance(self) -> float | None:
@@ -101,16 +122,13 @@ class ParallelTempering(AbstractSampler):
     def _betas(self, dtype) -> Array:
         return (1.0 / self.temperatures).astype(dtype)
 
-    def _vmapped(self, fn: Callable, *args):
-        """``fn(kernel_k, beta_k, *args_k)`` over the ladder: a per-temperature step size is
-        mapped with the temperatures, everything else broadcast."""
-        step = getattr(self.kernel, "step_size", None)
-        per_rung = step is not None and jnp.ndim(step) == 1
-        betas = args[0]
-        if per_rung:
-            return jax.vmap(lambda s, b, *a: fn(eqx.tree_at(lambda k: k.step_size, self.kernel, s), b, *a))(
-                step, betas, *args[1:])
-        return jax.vmap(lambda b, *a: fn(self.kernel, b, *a))(betas, *args[1:])
+    def _vmapped(self, fn: Callable, betas: Array, *args):
+        """``fn(kernel_k, beta_k, *args_k)`` over the ladder, the kernels' numeric
+        hyperparameters mapped with the temperatures when there is one kernel per temperature."""
+        if self.per_temperature:
+            dynamic, static = eqx.partition(self.kernel, eqx.is_array)
+            return jax.vmap(lambda d, b, *a: fn(eqx.combine(d, static), b, *a))(dynamic, betas, *args)
+        return jax.vmap(lambda b, *a: fn(self.kernel, b, *a))(betas, *args)
 
     def init_chain(self, logdensity_fn: Callable, x: Array) -> ParallelTemperingState:
         betas = self._betas(x.dtype)

@@ -35,3 +35,17 @@ def test_estimator_repr_and_large_or_traced_arrays_keep_a_summary():
 
     inside(jnp.asarray(0.3))
     assert inside.text.startswith("Langevin(step_size=") and "0.3" not in inside.text
+
+
+def test_new_sampler_reprs_show_their_hyperparameters():
+    from declebm.inference import GHMC, MCLMC, SVGD, AnnealedLangevin, Barker, ParallelTempering, UnderdampedLangevin
+
+    assert repr(Barker(0.5)) == "Barker(step_size=0.5)"
+    assert repr(GHMC(0.3)) == "GHMC(step_size=0.3, alpha=0.1, delta=0.1)"
+    assert repr(UnderdampedLangevin(0.1, friction=2.0)) == "UnderdampedLangevin(step_size=0.1, friction=2)"
+    assert repr(MCLMC(L=1.0, step_size=0.2)) == "MCLMC(L=1, step_size=0.2)"
+    assert repr(SVGD(0.1)) == "SVGD(step_size=0.1)"
+    assert "kernel=MALA(step_size=[0.1, 0.2]), temperatures=[1, 2]" in repr(
+        ParallelTempering([MALA(0.1), MALA(0.2)], temperatures=[1.0, 2.0]))
+    assert repr(AnnealedLangevin([1.0, 0.1], step_size=1e-3, steps_per_level=10)) == (
+        "AnnealedLangevin(sigmas=[1, 0.1], step_size=0.001, steps_per_level=10)")

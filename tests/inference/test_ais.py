@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import declebm as eb
-from declebm.inference import AIS, HMC, MALA, DenoisingScoreMatching, annealing_schedule
+from declebm.inference import AIS, HMC, MALA, MCLMC, SVGD, DenoisingScoreMatching, annealing_schedule
 from declebm.models import GaussianEnergy, MixtureEnergy, MLPEnergy
 
 
@@ -181,6 +181,8 @@ def test_reverse_true_prefers_exact_draws_then_data():
         ({"num_steps": 0}, "^num_steps: "),
         ({"num_mcmc_steps": 0}, "^num_mcmc_steps: "),
         ({"kernel": "mala"}, "^kernel: "),
+        ({"kernel": SVGD(0.1)}, "^kernel: SVGD is not a Markov kernel of one chain"),
+        ({"kernel": MCLMC()}, "^kernel: MCLMC is not tuned yet"),
         ({"reverse": "both"}, "^reverse: "),
     ],
 )

@@ -227,3 +227,14 @@ def test_good_adaptation_arguments_are_accepted():
     s = MaximumLikelihood(HMC(0.1), init="buffer", adapt_step_size=True, target_acceptance=0.7)
     assert float(s.adaptation_target) == pytest.approx(0.7)
     assert PersistentCD(MALA(0.1)).init(_gaussian(1.0), jnp.zeros((8, 2)), jax.random.key(0)).adaptation is None
+    from declebm.inference import GHMC, Barker, ParallelTempering, UnderdampedLangevin
+    from declebm.inference._maximum_likelihood import _max_step_size
+
+    assert float(PersistentCD(Barker(0.1), adapt_step_size=True).adaptation_target) == pytest.approx(0.574)
+    assert float(PersistentCD(GHMC(0.1), adapt_step_size=True).adaptation_target) == pytest.approx(0.9)
+    # Barker's and GHMC's steps are lengths: bounded at twice the data's scale, as the leapfrog.
+    for sampler in (Barker(0.1), GHMC(0.1)):
+        assert float(_max_step_size(sampler, jnp.array([0.5, 2.0]))) == pytest.approx(4.0)
+    for sampler in (UnderdampedLangevin(0.1), ParallelTempering(MALA(0.1), temperatures=[1.0, 2.0])):
+        with pytest.raises(ValueError, match="^adapt_step_size:"):
+            PersistentCD(sampler, adapt_step_size=True)

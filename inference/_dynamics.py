@@ -23,7 +23,15 @@ from declebm import AbstractSampler
 from declebm._checks import check_flag, check_positive, hyperparameter
 from declebm._ebm import split_mapped
 
-from ._samplers import _check_mass_matrix, _in_default_precision, _info, _inverse_mass, _inverse_mass_matrix, _step_size
+from ._samplers import (
+    _AbstractPreconditioned,
+    _check_mass_matrix,
+    _in_default_precision,
+    _info,
+    _inverse_mass,
+    _inverse_mass_matrix,
+    _step_size,
+)
 
 _friction = hyperparameter("friction", low=0.0, low_open=True)
 _length = hyperparameter("L", low=0.0, low_open=True)
@@ -34,7 +42,7 @@ def _is_fresh(momentum: Array) -> Array:
     return jnp.all(momentum == 0)
 
 
-class UnderdampedLangevin(AbstractSampler):
+class UnderdampedLangevin(_AbstractPreconditioned):
     r"""Underdamped (kinetic) Langevin dynamics, unadjusted, with the OBABO splitting
     (Bussi & Parrinello 2007, "Accurate sampling using Langevin dynamics"; the kinetic
     Langevin of Cheng et al. 2018, "Underdamped Langevin MCMC: a non-asymptotic analysis"):
@@ -66,10 +74,6 @@ class UnderdampedLangevin(AbstractSampler):
     @property
     def is_differentiable(self) -> bool:
         return True
-
-    def init(self, model, x: Array, **kwargs):
-        _check_mass_matrix(self.inverse_mass_matrix, x)
-        return super().init(model, x, **kwargs)
 
     def init_chain(self, logdensity_fn: Callable, x: Array) -> integrators.IntegratorState:
         logdensity, grad = jax.value_and_grad(logdensity_fn)(x)

@@ -290,7 +290,16 @@ class MALA(AbstractSampler):
         return jax.tree.map(lambda a, b: a.astype(b.dtype), new, state), _info(acceptance, False, acceptance)
 
 
-class _AbstractHamiltonian(AbstractSampler):
+class _AbstractPreconditioned(AbstractSampler):
+    """A sampler with an ``inverse_mass_matrix`` field (declared by the subclass) over the
+    flattened example: ``init`` checks its size against the chains."""
+
+    def init(self, model, x: Array, **kwargs):
+        _check_mass_matrix(self.inverse_mass_matrix, x)
+        return super().init(model, x, **kwargs)
+
+
+class _AbstractHamiltonian(_AbstractPreconditioned):
     """HMC and NUTS share BlackJAX's kernel signature:
     ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix, trajectory)``."""
 
@@ -304,10 +313,6 @@ class _AbstractHamiltonian(AbstractSampler):
     @abc.abstractmethod
     def _trajectory(self) -> int:
         """The kernel's last argument: integration steps (HMC) or max doublings (NUTS)."""
-
-    def init(self, model, x: Array, **kwargs):
-        _check_mass_matrix(self.inverse_mass_matrix, x)
-        return super().init(model, x, **kwargs)
 
     def init_chain(self, logdensity_fn: Callable, x: Array):
         return self._algorithm().init(x, logdensity_fn)
@@ -374,7 +379,7 @@ class NUTS(_AbstractHamiltonian):
         return self.max_num_doublings
 
 
-class Barker(AbstractSampler):
+class Barker(_AbstractPreconditioned):
     r"""The Barker proposal (Livingstone & Zanella 2022, "The Barker proposal: combining
     robustness and efficiency in gradient-based MCMC", JRSS B), ``blackjax.barker``:
     per coordinate ``i``, with ``z_i ~ N(0, sigma^2)`` (``sigma = step_size``, a length
@@ -400,10 +405,6 @@ class Barker(AbstractSampler):
     inverse_mass_matrix: Float[Array, "..."] | None = eqx.field(converter=_inverse_mass_matrix, default=None)
     target_acceptance: ClassVar[float] = 0.574
 
-    def init(self, model, x: Array, **kwargs):
-        _check_mass_matrix(self.inverse_mass_matrix, x)
-        return super().init(model, x, **kwargs)
-
     def init_chain(self, logdensity_fn: Callable, x: Array):
         return blackjax.barker.init(x, logdensity_fn)
 
@@ -418,7 +419,7 @@ _alpha = hyperparameter("alpha", low=0.0, high=1.0, low_open=True)
 _delta = hyperparameter("delta", low=0.0, high=2.0, high_open=True)
 
 
-class GHMC(AbstractSampler):
+class GHMC(_AbstractPreconditioned):
     r"""Generalised HMC with persistent momentum and a non-reversible slice acceptance
     (Horowitz 1991, "A generalized guided Monte Carlo algorithm"; Neal 2020, "Non-reversibly
     updating a uniform [0,1] value for Metropolis accept/reject decisions"),
@@ -453,10 +454,6 @@ class GHMC(AbstractSampler):
     delta: Float[Array, ""] = eqx.field(converter=_delta, default=0.1)
     inverse_mass_matrix: Float[Array, "..."] | None = eqx.field(converter=_inverse_mass_matrix, default=None)
     target_acceptance: ClassVar[float] = 0.9
-
-    def init(self, model, x: Array, **kwargs):
-        _check_mass_matrix(self.inverse_mass_matrix, x)
-        return super().init(model, x, **kwargs)
 
     def init_chain(self, logdensity_fn: Callable, x: Array):
         logdensity, grad = jax.value_and_grad(logdensity_fn)(x)

@@ -8,7 +8,7 @@ import pytest
 
 import declebm as eb
 from declebm.inference import MALA, SVGD, AnnealedLangevin, Langevin, ParallelTempering, UnderdampedLangevin
-from declebm.models import GaussianEnergy, MixtureEnergy
+from declebm.models import MixtureEnergy
 
 from .test_samplers import COV, MEAN, N, _check_moments, _model
 

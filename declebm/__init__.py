@@ -4,6 +4,7 @@
     result = fit(model, data, strategy=PersistentCD(sampler=MALA(0.05), steps=20), ...)
 """
 
+from . import callbacks as callbacks
 from . import datasets as datasets
 from . import evaluate as evaluate
 from . import plot as plot  # matplotlib itself is imported by the first plot, not here

@@ -76,3 +76,19 @@ def test_samples_on_high_dimensional_data_says_which_dims_it_draws():
         eb.plot.samples(x, dims=(0, 64))
     with pytest.raises(ValueError, match=r"^x: .*plot.images"):
         eb.plot.samples(np.zeros((4, 1, 8, 8)))
+
+
+def test_image_grid_tiles_images_as_an_array_without_matplotlib():
+    import declebm as eb
+
+    x = np.arange(3 * 2 * 2, dtype=float).reshape(3, 2, 2) / 11.0  # three 2x2 grey images in [0, 1]
+    grid = eb.plot.image_grid(x, ncols=2, pad=1)
+    assert grid.shape == (1 + 2 * 3, 1 + 2 * 3)  # two rows, two columns of 2x2 with one pixel between
+    np.testing.assert_array_equal(grid[1:3, 1:3], x[0])
+    np.testing.assert_array_equal(grid[1:3, 4:6], x[1])
+    np.testing.assert_array_equal(grid[4:6, 1:3], x[2])
+    np.testing.assert_array_equal(grid[4:6, 4:6], 1.0)  # the empty cell is background
+    colour = eb.plot.image_grid(np.zeros((2, 3, 2, 2)), vmin=-1.0, vmax=1.0, pad=0)  # (n, C, H, W)
+    assert colour.shape == (2, 4, 3) and np.all(colour == 0.5)
+    with pytest.raises(ValueError, match="^pad:"):
+        eb.plot.image_grid(x, pad=-1)

@@ -168,6 +168,9 @@ def test_architecture_names_every_plot_and_the_strategy_vocabulary():
     plots = _paragraph(text, "**plot** (`declebm.plot`)")
     public = [n for n in dir(eb.plot) if not n.startswith("_") and callable(getattr(eb.plot, n))]
     assert [n for n in public if f"`{n}`" not in plots] == [], plots
+    callbacks = _paragraph(text, "**callbacks** (`declebm.callbacks`)")
+    public = [n for n in dir(eb.callbacks) if not n.startswith("_")]
+    assert public and [n for n in public if f"`{n}`" not in callbacks] == [], callbacks
     m = re.search(r"one vocabulary of names \(`([a-z ]+)`\)", text)
     assert m is not None and tuple(m.group(1).split()) == STRATEGY_NAMES, (m and m.group(1), STRATEGY_NAMES)
     assert "(planned)" not in text

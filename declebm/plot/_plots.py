@@ -140,19 +140,18 @@ def figure(nrows: int, ncols: int, size: float = 3.0):
     return fig, axs
 
 
-def images(
+def image_grid(
     x: Any,
     *,
     image_shape: Sequence[int] | None = None,
     ncols: int | None = None,
-    ax=None,
-    title: str | None = None,
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
-    cmap: str = "gray",
     pad: int = 1,
-):
-    """A grid of images (samples, data) in one panel.
+) -> np.ndarray:
+    """A batch of images tiled into one image, as a NumPy array (no matplotlib needed):
+    ``(rows, cols)`` for grey images, ``(rows, cols, C)`` for colour ones, values in
+    ``[0, 1]`` (``vmin`` maps to 0, ``vmax`` to 1, values clipped), background 1.
 
     Arguments:
         x: ``(n, H, W)`` grey images, ``(n, C, H, W)`` with ``C`` 1 or 3 (channels first,
@@ -160,15 +159,9 @@ def images(
             square ``D`` is taken as ``sqrt(D) x sqrt(D)`` without it).
         image_shape: ``(H, W)`` or ``(C, H, W)`` of one flattened image.
         ncols: images per row (default about ``sqrt(n)``).
-        ax: the axes to draw on (a new figure without it).
-        title: the panel's title.
-        vmin, vmax: the value range shown black to white (values are clipped to it;
-            ``None`` for the images' own range). Digits from ``datasets.digits`` lie in [0, 1).
-        cmap: the colour map of grey images.
+        vmin, vmax: the value range shown black to white (``None`` for the images' own
+            range). Digits from ``datasets.digits`` lie in [0, 1).
         pad: pixels of background between images.
-
-    Returns:
-        the axes.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < 2 or x.shape[0] == 0:
@@ -198,12 +191,41 @@ def images(
     ncols = int(ncols) if ncols is not None else int(np.ceil(np.sqrt(n)))
     if ncols < 1:
         raise ValueError(f"ncols: expected a positive integer, got {ncols}")
+    if not isinstance(pad, (int, np.integer)) or isinstance(pad, bool) or pad < 0:
+        raise ValueError(f"pad: expected a non-negative integer, got {pad!r}")
     nrows = -(-n // ncols)
     h, w = x.shape[1:3]
     grid = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad) + x.shape[3:])
     for i in range(n):
         r, c = divmod(i, ncols)
         grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = x[i]
+    return grid
+
+
+def images(
+    x: Any,
+    *,
+    image_shape: Sequence[int] | None = None,
+    ncols: int | None = None,
+    ax=None,
+    title: str | None = None,
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    cmap: str = "gray",
+    pad: int = 1,
+):
+    """A grid of images (samples, data) in one panel: ``image_grid`` drawn with ``imshow``.
+
+    Arguments:
+        x, image_shape, ncols, vmin, vmax, pad: as for ``image_grid``.
+        ax: the axes to draw on (a new figure without it).
+        title: the panel's title.
+        cmap: the colour map of grey images.
+
+    Returns:
+        the axes.
+    """
+    grid = image_grid(x, image_shape=image_shape, ncols=ncols, vmin=vmin, vmax=vmax, pad=pad)
     ax = _ax(ax)
     ax.imshow(grid, cmap=cmap if grid.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])

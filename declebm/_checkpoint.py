@@ -229,7 +229,7 @@ def run_fingerprint(*, model: Any, data: Any, strategy: Any, optimizer: Any, key
         "strategy": describe(strategy, values=True),
         "optimizer": _optimizer_fingerprint(optimizer, params),
         "key": key_record,
-        "data": _data_fingerprint(data),
+        "data": [_data_fingerprint(a) for a in data] if isinstance(data, tuple) else _data_fingerprint(data),
         "model": {"trainable": describe(params, values=False), "fixed": describe(fixed, values=True)},
         "batch_size": int(batch_size),
         "ema_decay": None if ema_decay is None else float(ema_decay),

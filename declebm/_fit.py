@@ -21,7 +21,7 @@ from ._ebm import EBM, check_energy, trainable_filter
 from ._guard import DivergenceGuard, draw_probe
 from ._loop import TrainingDivergedError, train_loop
 from ._strategy import AbstractStrategy
-from ._train_step import Carry, StepSpec, host_scalar
+from ._train_step import Carry, StepSpec, examples_of, host_scalar
 
 
 class FitResult(eqx.Module):
@@ -56,17 +56,45 @@ _PROGRESS_MODES = ("auto", "bar", "log", "off")
 
 
 def _place_data(data: Any, mesh: jax.sharding.Mesh, shard: bool) -> Any:
-    """The data on the mesh: a copy on every device, or its rows split over the devices
-    (with several processes, each passes its own rows and they form one global array)."""
+    """The data (an array, or labelled data ``(x, y)``) on the mesh: a copy on every device,
+    or its rows split over the devices (with several processes, each passes its own rows
+    and they form one global array)."""
     if not shard:
         return place(data, replicated(mesh))
     local = len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
-    rows = data.shape[0] - data.shape[0] % local
+    num_rows = examples_of(data).shape[0]
+    rows = num_rows - num_rows % local
     if rows == 0:
-        raise ValueError(f"data: {data.shape[0]} examples cannot be split over {local} devices")
+        raise ValueError(f"data: {num_rows} examples cannot be split over {local} devices")
     if jax.process_count() == 1:
-        return place(data[:rows], split(mesh))
-    return jax.make_array_from_process_local_data(split(mesh), np.asarray(data[:rows]))
+        return place(jax.tree.map(lambda a: a[:rows], data), split(mesh))
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(split(mesh), np.asarray(a[:rows])), data)
+
+
+def _check_data(data: Any, strategy: AbstractStrategy, event_shape: tuple[int, ...] | None) -> Any:
+    """The training data checked: an array of examples, or for a strategy that trains on
+    labels (``uses_labels``, ``JEM``) a tuple ``(x, y)`` with a common leading axis. Each
+    kind is refused, naming the other, by the strategies that do not take it."""
+    name = type(strategy).__name__
+    labelled = isinstance(data, tuple)  # a list stays what it was: an array-like of examples
+    if labelled and not strategy.uses_labels:
+        raise ValueError(
+            f"data: {name} learns from examples alone, got labelled data (a {type(data).__name__} of {len(data)}); "
+            "pass the examples x alone, or train on the labels with inference.JEM"
+        )
+    if not labelled:
+        if strategy.uses_labels:
+            raise ValueError(f"data: {name} trains on labelled data: pass a pair (x, y) of examples and their labels")
+        return check_examples(data, "data", event_shape)
+    if len(data) != 2:
+        raise ValueError(f"data: labelled data are a pair (x, y), got a {type(data).__name__} of {len(data)}")
+    x = check_examples(data[0], "data[0]", event_shape)
+    y = np.asarray(data[1])
+    if y.ndim < 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"data: x and y need a common leading axis, got {x.shape[0]} examples and y of shape {y.shape}")
+    if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.isfinite(y).all()):
+        raise ValueError(f"data[1]: expected finite numbers (labels), got dtype {y.dtype}")
+    return (x, jnp.asarray(y))
 
 
 def _check_fit_options(
@@ -140,7 +168,10 @@ def fit(
     Arguments:
         model: the ``EBM`` to train (its ``event_shape`` is set from the data if unknown).
             Weak-typed parameters (``jnp.array(-2.0)``) are made strongly typed first.
-        data: array of shape ``(num_examples, *event_shape)``, floating point, finite.
+        data: array of shape ``(num_examples, *event_shape)``, floating point, finite; for a
+            strategy that trains on labels (``inference.JEM``), labelled data: a pair
+            ``(x, y)`` of such an array and the labels, with a common leading axis (every
+            other strategy refuses labelled data, and such a strategy unlabelled data).
         strategy: an ``AbstractStrategy`` (``PersistentCD(...)``, ``NCE()``, ...).
         num_steps: number of parameter updates.
         batch_size: examples per update (at most ``num_examples``).
@@ -223,13 +254,14 @@ def fit(
         raise ValueError("shard_data: splitting the data needs several devices; pass devices=")
     if mesh is not None:
         check_divides(mesh, batch_size, "batch_size")
-    data = check_examples(data, "data", model.event_shape)
+    data = _check_data(data, strategy, model.event_shape)
     if mesh is not None:
         data = _place_data(data, mesh, shard_data)
-    if batch_size > data.shape[0]:
-        raise ValueError(f"batch_size: {batch_size} is larger than the number of examples in data ({data.shape[0]})")
+    x = examples_of(data)
+    if batch_size > x.shape[0]:
+        raise ValueError(f"batch_size: {batch_size} is larger than the number of examples in data ({x.shape[0]})")
     if model.event_shape is None:
-        model = model.with_event_shape(data.shape[1:])
+        model = model.with_event_shape(x.shape[1:])
     model = strong_dtypes(model)
     check_energy(model, model.event_shape)
     chunk_size = min(chunk_size or 100, num_steps)
@@ -297,7 +329,7 @@ def fit(
     )
     probe = None
     if divergence_guard is not None:
-        probe = draw_probe(divergence_guard.num_probe, data, init_key)
+        probe = draw_probe(divergence_guard.num_probe, x, init_key)
         if mesh is not None:
             probe = place(probe, replicated(mesh))
 

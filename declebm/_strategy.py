@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -32,11 +32,17 @@ class AbstractStrategy(eqx.Module):
     - ``init_model(model, data, key) -> model``: called once by ``fit`` before training to
       set what the strategy owns in the model (identity by default; ``NCE`` starts
       ``log_z`` at an importance-sampling estimate). Also an addition to DESIGN.
+    - ``uses_labels`` (a class attribute, ``False``): whether the strategy trains on
+      labelled data, a pair ``(x, y)`` of arrays with a common leading axis (``JEM``);
+      ``fit`` refuses labelled data for every other strategy, and unlabelled data for it.
+      Such a strategy's ``init`` and ``init_model`` get the pair, its ``loss`` a batch pair.
     - ``watched_model(model) -> model``: the density ``fit``'s divergence guard watches
       (the model itself by default; a strategy that trains a level-conditioned energy
       returns the density it trains, e.g. ``DiffusionRecoveryLikelihood``'s level 0, since
       the energy at an untrained level may drift harmlessly). Also an addition to DESIGN.
     """
+
+    uses_labels: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         # The numbers of the hyperparameters, not Equinox's ``weak_f32[]`` (see ``_repr``).

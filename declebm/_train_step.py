@@ -65,23 +65,36 @@ def host_scalar(value: Any, dtype: Any) -> Array:
     return jax.device_put(np.asarray(value, dtype))
 
 
-def draw_batch(spec: StepSpec, data: Array, key: PRNGKeyArray) -> Array:
-    """``batch_size`` examples drawn uniformly with replacement.
+def examples_of(data: Any) -> Array:
+    """The examples ``x`` of the training data: the data themselves, or ``x`` of labelled
+    data ``(x, y)``."""
+    return data[0] if isinstance(data, tuple) else data
+
+
+def draw_batch(spec: StepSpec, data: Any, key: PRNGKeyArray) -> Any:
+    """``batch_size`` examples drawn uniformly with replacement (of labelled data
+    ``(x, y)``, the same rows of each).
 
     With data replicated on every device (the default), indices are drawn over the whole
     data set, so the batch does not depend on the number of devices. With
     ``shard_data`` each device holds ``1/n`` of the rows and draws its part of the batch
     from them (no data moves between devices or hosts; the batch then depends on the
     device count)."""
+    num_rows = examples_of(data).shape[0]
     if not spec.shard_data:
-        batch = data[jax.random.randint(key, (spec.batch_size,), 0, data.shape[0])]
+        idx = jax.random.randint(key, (spec.batch_size,), 0, num_rows)
+        batch = jax.tree.map(lambda a: a[idx], data)
     else:
         n = spec.mesh.devices.size
-        rows = data.reshape((n, data.shape[0] // n) + data.shape[1:])
-        idx = jax.random.randint(key, (n, spec.batch_size // n), 0, rows.shape[1])
-        batch = jax.vmap(lambda d, i: d[i])(rows, idx).reshape((spec.batch_size,) + data.shape[1:])
+        idx = jax.random.randint(key, (n, spec.batch_size // n), 0, num_rows // n)
+
+        def rows(a: Array) -> Array:
+            per_device = a.reshape((n, num_rows // n) + a.shape[1:])
+            return jax.vmap(lambda d, i: d[i])(per_device, idx).reshape((spec.batch_size,) + a.shape[1:])
+
+        batch = jax.tree.map(rows, data)
     if spec.mesh is not None:
-        batch = jax.lax.with_sharding_constraint(batch, split(spec.mesh))
+        batch = jax.tree.map(lambda b: jax.lax.with_sharding_constraint(b, split(spec.mesh)), batch)
     return batch
 
 
@@ -129,7 +142,7 @@ def _probe_statistics(spec: StepSpec, before: PyTree, after: PyTree, probe: Prob
     """The divergence guard's statistics (energy spread, NLL excess) of the density the
     strategy trains, with the parameters ``before`` and ``after`` a chunk: one forward
     pass over both (``vmap``), so the compiled chunk holds one copy of it rather than two."""
-    points = probe.points(data)
+    points = probe.points(examples_of(data))
 
     def statistics(params):
         return probe_statistics(spec.strategy.watched_model(eqx.combine(params, spec.static)), probe, points)

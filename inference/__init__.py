@@ -1,5 +1,6 @@
 """Samplers (BlackJAX-backed) and training strategies."""
 
+from ._jem import JEM as JEM
 from ._maximum_likelihood import ContrastiveDivergence as ContrastiveDivergence
 from ._maximum_likelihood import MaximumLikelihood as MaximumLikelihood
 from ._maximum_likelihood import MCMCState as MCMCState

@@ -8,3 +8,5 @@ from ._conv import ConvEnergy as ConvEnergy
 from ._conv2d import conv2d as conv2d
 from ._conv import NoiseConditionedConvEnergy as NoiseConditionedConvEnergy
 from ._mixture import MixtureEnergy as MixtureEnergy
+from ._classifier import ClassifierEnergy as ClassifierEnergy
+from ._classifier import MLPClassifier as MLPClassifier

@@ -8,3 +8,6 @@ from ._conv import ConvEnergy as ConvEnergy
 from ._conv2d import conv2d as conv2d
 from ._conv import NoiseConditionedConvEnergy as NoiseConditionedConvEnergy
 from ._mixture import MixtureEnergy as MixtureEnergy
+from ._resnet import LeakyReLU as LeakyReLU
+from ._resnet import NoiseConditionedResNetEnergy as NoiseConditionedResNetEnergy
+from ._resnet import ResNetEnergy as ResNetEnergy

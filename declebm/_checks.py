@@ -272,6 +272,19 @@ def check_representable(values: np.ndarray, dtype: Any, name: str) -> None:
         )
 
 
+def channel_axis_hint(shape: tuple[int, ...], event_shape: tuple[int, ...], name: str = "x") -> str:
+    """A hint for the commonest image mistake, a batch of grey images ``(n, H, W)`` given to
+    a model of event shape ``(1, H, W)``: the text to add to the shape error, or ``""``."""
+    shape, event_shape = tuple(shape), tuple(event_shape)
+    if len(event_shape) == 3 and event_shape[0] == 1 and len(shape) >= 2 and shape[-2:] == event_shape[1:]:
+        if len(shape) < 3 or shape[-3] != 1:
+            return (
+                f"; the images lack the channel axis: add it with {name}[:, None] "
+                f"(a batch (n, H, W) becomes (n, 1, H, W))"
+            )
+    return ""
+
+
 def check_examples(
     x: Any, name: str, event_shape: tuple[int, ...] | None, *, min_examples: int = 1
 ) -> Array:
@@ -296,7 +309,7 @@ def check_examples(
     if event_shape is not None and tuple(arr.shape[1:]) != tuple(event_shape):
         raise ValueError(
             f"{name}: each example must have the model's event_shape {tuple(event_shape)}, "
-            f"got examples of shape {tuple(arr.shape[1:])}"
+            f"got examples of shape {tuple(arr.shape[1:])}" + channel_axis_hint(arr.shape, event_shape, name.split()[0])
         )
     if math.prod(arr.shape[1:]) == 0:
         raise ValueError(f"{name}: each example must hold at least one number, got examples of shape {tuple(arr.shape[1:])}")

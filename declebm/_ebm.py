@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from ._checks import _describe, check_number, float_dtype_of, is_floating_dtype, strong_dtypes
+from ._checks import _describe, channel_axis_hint, check_number, float_dtype_of, is_floating_dtype, strong_dtypes
 
 
 def check_event_shape(shape: Any, name: str = "event_shape") -> tuple[int, ...]:
@@ -186,7 +186,7 @@ class EBM(eqx.Module):
         if shape[len(shape) - len(event):] != event:
             raise ValueError(
                 f"x: the examples have shape {shape[len(shape) - len(event):]}, the model expects {event} "
-                f"(its event_shape; x has shape {shape}, read as (*batch, *event_shape))"
+                f"(its event_shape; x has shape {shape}, read as (*batch, *event_shape))" + channel_axis_hint(shape, event)
             )
         return len(event)
 

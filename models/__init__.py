@@ -10,3 +10,6 @@ from ._conv import NoiseConditionedConvEnergy as NoiseConditionedConvEnergy
 from ._mixture import MixtureEnergy as MixtureEnergy
 from ._classifier import ClassifierEnergy as ClassifierEnergy
 from ._classifier import MLPClassifier as MLPClassifier
+from ._resnet import LeakyReLU as LeakyReLU
+from ._resnet import NoiseConditionedResNetEnergy as NoiseConditionedResNetEnergy
+from ._resnet import ResNetEnergy as ResNetEnergy

@@ -17,8 +17,14 @@ from ._conv2d import conv2d
 
 
 def spectral_normalise(weight: Float[Array, "out ..."], num_iterations: int) -> Float[Array, "out ..."]:
-    r"""``weight / sigma``, ``sigma`` the largest singular value of ``weight`` reshaped to
-    ``(out, -1)`` (Miyato et al. 2018), estimated by ``num_iterations`` power iterations.
+    r"""``weight / sigma``, ``sigma = largest_singular_value(weight, num_iterations)``
+    (Miyato et al. 2018): the normalised matrix has spectral norm about 1."""
+    return weight / largest_singular_value(weight, num_iterations)
+
+
+def largest_singular_value(weight: Float[Array, "out ..."], num_iterations: int) -> Float[Array, ""]:
+    r"""``sigma``, the largest singular value of ``weight`` reshaped to ``(out, -1)``,
+    estimated by ``num_iterations`` power iterations (Miyato et al. 2018).
 
     A pure function: the iteration starts from a fixed vector at every call instead of
     carrying ``u`` between calls, as ``eqx.nn.SpectralNorm`` does in an ``eqx.nn.State``
@@ -40,8 +46,7 @@ def spectral_normalise(weight: Float[Array, "out ..."], num_iterations: int) -> 
     u = jax.lax.fori_loop(0, num_iterations, body, u)
     v = w_sg.T @ u
     v = v / (jnp.linalg.norm(v) + 1e-12)
-    sigma = u @ w @ v
-    return weight / sigma
+    return u @ w @ v
 
 
 def _check_image_shape(owner: str, event_shape, image_shape) -> tuple[tuple[int, ...], tuple[int, int, int]]:

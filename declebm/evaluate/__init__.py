@@ -1,4 +1,5 @@
-"""Honest evaluation: exact normalisation on grids in 1-D and 2-D."""
+"""Honest evaluation: exact normalisation on grids in 1-D and 2-D, log Z estimates, sample
+diagnostics, and image metrics named after the features they use."""
 
 from ._grid import grid_log_prob as grid_log_prob
 from ._grid import grid_log_z as grid_log_z
@@ -18,3 +19,8 @@ from .._diagnostics import rhat as rhat
 from ._log_z import LogLikelihoodEstimate as LogLikelihoodEstimate
 from ._log_z import log_likelihood as log_likelihood
 from ._log_z import log_z as log_z
+from ._images import ClassifierFeatures as ClassifierFeatures
+from ._images import KernelDistance as KernelDistance
+from ._images import classifier_features as classifier_features
+from ._images import frechet_distance as frechet_distance
+from ._images import kernel_distance as kernel_distance

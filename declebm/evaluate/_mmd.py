@@ -82,20 +82,23 @@ def _mmd2(x: Array, y: Array, bandwidths: Array) -> Array:
     x, y = x / scale, y / scale
     ratio = scale / bandwidths  # (B,), may be inf for a tiny bandwidth
 
-    def mean_kernel(sq, exclude_diagonal):
+    def kernel(sq):
         d = jnp.sqrt(sq)[..., None]
         r = jnp.where(d > 0, d * ratio, 0.0)
-        k = jnp.mean(jnp.exp(-0.5 * r**2), axis=-1)  # mixture: average over bandwidths
-        total = jnp.sum(k)
-        if exclude_diagonal:
-            size = sq.shape[0]
-            return (total - jnp.trace(k)) / (size * (size - 1))
-        return total / (sq.shape[0] * sq.shape[1])
+        return jnp.mean(jnp.exp(-0.5 * r**2), axis=-1)  # mixture: average over bandwidths
 
-    kxx = mean_kernel(sq_dists(x, x), True)
-    kyy = mean_kernel(sq_dists(y, y), True)
-    kxy = mean_kernel(sq_dists(x, y), False)
-    return kxx + kyy - 2.0 * kxy
+    return unbiased_mmd2(kernel(sq_dists(x, x)), kernel(sq_dists(y, y)), kernel(sq_dists(x, y)))
+
+
+def unbiased_mmd2(
+    kxx: Float[Array, "n n"], kyy: Float[Array, "m m"], kxy: Float[Array, "n m"]
+) -> Float[Array, ""]:
+    r"""The unbiased estimate of MMD^2 from the kernel matrices (Gretton et al. 2012, eq. 3):
+    the means of ``kxx`` and ``kyy`` off their diagonals, minus twice the mean of ``kxy``."""
+    n, m = kxx.shape[0], kyy.shape[0]
+    within_x = (jnp.sum(kxx) - jnp.trace(kxx)) / (n * (n - 1))
+    within_y = (jnp.sum(kyy) - jnp.trace(kyy)) / (m * (m - 1))
+    return within_x + within_y - 2.0 * jnp.mean(kxy)
 
 
 def mmd(

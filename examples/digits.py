@@ -19,7 +19,8 @@ vary 20 times less than the centre ones). The log-likelihood of an image is that
 whitened version minus ``1/2 log det C`` (the Jacobian).
 
 The test log-likelihood ``mean log p~(x) - log Z`` takes ``log Z`` from annealed
-importance sampling (``declebm.inference.AIS``) from the base to the model, run in both
+importance sampling (``declebm.inference.AIS``, HMC transitions: ``AIS_KERNEL``) from the
+base to the model, run in both
 directions (bidirectional Monte Carlo, Grosse et al. 2015): forward AIS underestimates
 ``log Z`` (an upper bound on the log-likelihood), reverse AIS started at the test
 images overestimates it (a lower bound, as far as the model fits the test data). A

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
+import numpy as np
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -98,6 +99,27 @@ def replicate_stderr(replicate_log_z: Float[Array, " r"]) -> Float[Array, ""]:
     finite = jnp.where(jnp.isfinite(replicate_log_z), replicate_log_z, jnp.nan)
     log_se = jnp.nanstd(finite, ddof=1) / jnp.sqrt(r)
     return jnp.maximum(se, log_se) * (float(_t975(r - 1)) / 1.959964)
+
+
+def replicate_spread(replicate_log_z: Float[Array, " r"]) -> tuple[float, int]:
+    """``(sd, dead)``: the standard deviation (``ddof=1``) of the finite replicate
+    ``log Z_r`` (0 with fewer than two) and how many are not finite. A replicate's
+    ``log Z_r`` is ``-inf`` when every one of its chains has zero weight (or NaN); the
+    pooled estimate then rests on the others, and an sd over all replicates would be NaN,
+    which compares false against every threshold, so a disagreement check on it would pass
+    silently: callers report ``dead`` replicates as a failed check of their own."""
+    z = np.asarray(replicate_log_z, np.float64).reshape(-1)
+    finite = z[np.isfinite(z)]
+    sd = float(np.std(finite, ddof=1)) if finite.size > 1 else 0.0
+    return sd, int(z.size - finite.size)
+
+
+def dead_replicates_check(dead: int, total: int, noun: str) -> tuple[bool, str]:
+    """The ``(failed, sentence)`` check of :func:`replicate_spread`'s ``dead`` count."""
+    return (dead > 0,
+            f"{dead} of the {total} {noun} have log Z = -inf or NaN (no chain with a finite weight): they "
+            "disagree with the others by an unbounded amount, so the pooled estimate and its stderr rest on the "
+            "rest; look for energies that overflow to +inf where the chains start or go")
 
 
 def _t975(df: int) -> float:

@@ -30,7 +30,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractLogZEstimator, AbstractSampler, LogZEstimate
 from declebm._checks import check_examples, check_positive
-from declebm._estimator import reliability, replicate_stderr, summarise_log_weights
+from declebm._estimator import (
+    dead_replicates_check,
+    reliability,
+    replicate_spread,
+    replicate_stderr,
+    summarise_log_weights,
+)
 
 import numpyro.distributions as dist
 
@@ -514,8 +520,10 @@ class AIS(AbstractLogZEstimator):
         acc = np.asarray(acceptance)
         worst = int(np.argmin(acc.min(0))) if acc.size else 0
         low_acc = float(acc.min()) if acc.size else 1.0
-        spread = float(np.std(np.asarray(rep_log_z), ddof=1)) if self.num_replicates > 1 else 0.0
-        claimed = float(np.median(np.asarray(rep_weight_se))) if self.num_replicates > 1 else 0.0
+        spread, dead = replicate_spread(rep_log_z)
+        # the weights' own claim, over the replicates that have one (a dead replicate's is NaN)
+        se = np.asarray(rep_weight_se, np.float64)
+        claimed = float(np.median(se[np.isfinite(se)])) if self.num_replicates > 1 and np.isfinite(se).any() else 0.0
         return [
             (not np.isfinite(log_z), f"log_z is {log_z}: no chain has a finite weight"),
             *integrability_checks(model, *(out[k].reshape((n,) + tuple(model.event_shape))
@@ -527,6 +535,7 @@ class AIS(AbstractLogZEstimator):
             (low_acc < 0.05,
              f"the acceptance rate fell to {low_acc:.3g} (at inverse temperature {float(betas[worst + 1]):.3g}): the "
              "chains stopped moving there; lower the kernel's step size or let it adapt (adapt_step_size=True)"),
+            dead_replicates_check(dead, self.num_replicates, "replicates"),
             (self.num_replicates > 1 and spread > max(3.0 * claimed, 0.05),
              f"the {self.num_replicates} replicates disagree: their log Z spread (sd {spread:.3g}) is more than 3 times "
              f"what each one's weights claim ({claimed:.3g}); stderr reports the spread, but the weights are not "

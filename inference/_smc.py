@@ -24,7 +24,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractLogZEstimator, AbstractSampler, LogZEstimate
 from declebm._checks import check_positive, check_probability
-from declebm._estimator import reliability, replicate_stderr, summarise_log_weights
+from declebm._estimator import (
+    dead_replicates_check,
+    reliability,
+    replicate_spread,
+    replicate_stderr,
+    summarise_log_weights,
+)
 
 from ._ais import pilot_start, preconditioner_kind
 from ._annealing import AnnealedTarget, check_kernel, draw_start, integrability_checks, prepare
@@ -169,12 +175,13 @@ class SMC(AbstractLogZEstimator):
         diagnostics = {"num_steps": num_steps, "schedule": betas, "acceptance_rate": acceptance, "start": start}
         acc = np.asarray(acceptance)
         low_acc = float(np.nanmin(acc)) if np.isfinite(acc).any() else 1.0
-        spread = float(np.std(np.asarray(log_zs), ddof=1)) if self.num_runs > 1 else 0.0
+        spread, dead = replicate_spread(log_zs)
         checks = [
             (not np.isfinite(float(log_z)), f"log_z is {float(log_z)}"),
             (low_acc < 0.05,
              f"the acceptance rate fell to {low_acc:.3g} at some tempering step: the particles stopped moving; lower "
              "the kernel's step size"),
+            dead_replicates_check(dead, self.num_runs, "runs"),
             (self.num_runs > 1 and spread > 1.0,
              f"the {self.num_runs} runs disagree (log Z sd {spread:.3g} nats): the estimate is not settled"),
             *integrability_checks(model, start_x.reshape((-1,) + event_shape), particles.reshape((-1,) + event_shape)),

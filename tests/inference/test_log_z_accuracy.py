@@ -169,3 +169,29 @@ def test_a_density_that_does_not_fall_off_is_flagged_and_heavy_tails_are_not(est
     # and the estimators do not flag the Cauchy on that account
     est = _quiet(lambda: eb.evaluate.log_z(eb.EBM(_Cauchy(), event_shape=(2,)), estimator, key=key))
     assert not any("does not fall off" in w or "ran away" in w for w in est.warnings), est.warnings
+
+
+def test_a_replicate_with_no_finite_weight_is_flagged():
+    # Half the plane is forbidden (+inf energy) and the start is N(0, I), so each chain
+    # starts there (weight 0) with probability 1/2, and a replicate of 2 chains has no
+    # finite weight (log Z_r = -inf) with probability 1/4. Its log Z disagrees with the
+    # others by an unbounded amount; the sd over all replicates is then NaN, which passed
+    # the disagreement check silently (the digits recovery row: "reliable", stderr 310).
+    import numpyro.distributions as dist
+
+    start = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
+    ais = AIS(num_chains=16, num_replicates=8, num_steps=20, base=start)
+    est = _quiet(lambda: eb.evaluate.log_z(eb.EBM(_HalfPlane(), event_shape=(2,)), ais, key=jax.random.key(0)))
+    dead = int(np.sum(~np.isfinite(np.asarray(est.diagnostics["replicate_log_z"]))))
+    # P(no dead replicate among 8) = (3/4)^8 = 0.10; this key has some (asserted)
+    assert 0 < dead < 8, dead
+    said = [w for w in est.warnings if "have log Z = -inf or NaN" in w]
+    assert est.reliable is False and said and said[0].startswith(f"{dead} of the 8 replicates"), est.warnings
+    assert np.isfinite(float(est.log_z)) and np.isfinite(float(est.stderr))
+
+
+def test_replicate_spread_ignores_and_counts_dead_replicates():
+    from declebm._estimator import replicate_spread
+
+    assert replicate_spread(jnp.asarray([1.0, 3.0, -jnp.inf, jnp.nan])) == (pytest.approx(np.sqrt(2.0)), 2)
+    assert replicate_spread(jnp.asarray([2.0])) == (0.0, 0)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, PRNGKeyArray, PyTree
+from jaxtyping import Array, PRNGKeyArray
 
 from ._checks import check_examples, check_key, check_positive, strong_dtypes
 from ._checkpoint import check_checkpoint_dir, load_checkpoint, run_fingerprint

@@ -21,10 +21,13 @@ from declebm.models import (
     ConvEnergy,
     GaussianEnergy,
     LearnableSwish,
+    LeakyReLU,
     MixtureEnergy,
     MLPEnergy,
     NoiseConditionedConvEnergy,
     NoiseConditionedMLPEnergy,
+    NoiseConditionedResNetEnergy,
+    ResNetEnergy,
 )
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -67,6 +70,12 @@ SHIPPED = {
     "ConvEnergy (H, W) LearnableSwish": lambda: eb.EBM(ConvEnergy((5, 6), channels=(3,), activation=LearnableSwish(), key=K)),
     "NoiseConditionedConvEnergy": lambda: eb.EBM(
         NoiseConditionedConvEnergy((3, 6, 5), channels=(4, 8), activation=jax.nn.gelu, default_sigma=0.3, key=K)),
+    "ResNetEnergy LeakyReLU spectral norm, flattened": lambda: eb.EBM(ResNetEnergy(
+        (36,), image_shape=(1, 6, 6), channels=(3, 4), downsample=(True, False), activation=LeakyReLU(0.1),
+        power_iterations=2, key=K)),
+    "NoiseConditionedResNetEnergy silu": lambda: eb.EBM(NoiseConditionedResNetEnergy(
+        (2, 4, 4), width=2, channel_multipliers=(1, 2), blocks_per_level=2, activation=jax.nn.silu, spectral_norm=False,
+        default_sigma=0.3, divide_by_sigma=True, key=K)),
     "base GaussianBase": lambda: eb.EBM(MLPEnergy(2, 8, 1, key=K), base=eb.GaussianBase(jnp.array([0.5, -1.0]), 2.0)),
     "base MultivariateNormal (NCE's noise for vectors)": lambda: eb.EBM(
         MLPEnergy(2, 8, 1, key=K), base=dist.MultivariateNormal(jnp.array([0.5, -1.0]), jnp.array([[2.0, 0.3], [0.3, 1.0]]))),

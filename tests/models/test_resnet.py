@@ -8,7 +8,7 @@ import pytest
 
 import declebm as eb
 from declebm.inference import DiffusionRecoveryLikelihood, MALA, PersistentCD
-from declebm.models import LeakyReLU, NoiseConditionedResNetEnergy, ResNetEnergy
+from declebm.models import NoiseConditionedResNetEnergy, ResNetEnergy
 from declebm.models._resnet import _Conv, _Normalisation, level_embedding
 
 K = jax.random.key(0)

@@ -35,7 +35,7 @@ _MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _PUBLISHED = {
-    "mnist": "https://yann.lecun.com/exdb/mnist/ (mirrored at https://ossci-datasets.s3.amazonaws.com/mnist/)",
+    "mnist": "https://yann.lecun.com/exdb/mnist/",
     "fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist "
     "(files at http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/)",
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz; unpack it in root)",

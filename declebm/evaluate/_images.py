@@ -196,12 +196,12 @@ class ClassifierFeatures(eqx.Module):
     accuracy: float = eqx.field(static=True)
 
     def _one(self, x: Float[Array, "c h w"]) -> tuple[Array, Array]:
-        from declebm.models import conv2d
-
         h = jnp.transpose(x, (1, 2, 0))
         for conv in self.convs:
             kernel = jnp.transpose(conv.weight, (2, 3, 1, 0))  # OIHW -> HWIO, channel-last inside
-            h = jax.nn.relu(conv2d(h, kernel, stride=conv.stride, padding=conv.padding) + conv.bias.reshape(-1))
+            h = jax.lax.conv_general_dilated(h[None], kernel, window_strides=conv.stride, padding=conv.padding,
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+            h = jax.nn.relu(h + conv.bias.reshape(-1))
         feats = jax.nn.relu(self.hidden(jnp.transpose(h, (2, 0, 1)).reshape(-1)))
         return feats, self.output(feats)
 

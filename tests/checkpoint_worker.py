@@ -13,10 +13,6 @@ import sys
 import time
 
 import jax
-
-jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
 import numpy as np  # noqa: E402
 
 import declebm as eb  # noqa: E402

@@ -22,8 +22,6 @@ import traceback
 import jax
 
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
-jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def main():

@@ -83,9 +83,7 @@ def test_quick_run_of_the_declebm_worker_writes_the_tables(tmp_path):
     # No empty PYTHONPATH entry: Python reads one as the cwd, and from the repository root the
     # source folder declebm/ would shadow the installed package (see conftest.py).
     path = os.pathsep.join(p for p in (str(fake), os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, PYTHONPATH=path,
-               # the suite's persistent compilation cache (conftest.py): the second run reuses the first's programs
-               JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+    env = dict(os.environ, PYTHONPATH=path)
     proc = subprocess.run(
         [sys.executable, os.path.join(PEERS, "run.py"), "--quick", "--libraries", "declebm", "--methods", "dsm",
          "--budgets", "1", "--budget-methods", "dsm", "--out", str(out), "--workdir", str(tmp_path / "w"),

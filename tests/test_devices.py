@@ -115,7 +115,7 @@ WORKER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def eight_devices(tmp_path_factory):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     d = tmp_path_factory.mktemp("ckpt8")
     proc = subprocess.run([sys.executable, "-c", WORKER, str(d / "run")], env=env, capture_output=True, text=True,
                           timeout=900)

@@ -25,7 +25,8 @@ def test_batched_helpers_map_leading_axes():
     x = jax.random.normal(jax.random.key(1), (4, 5, 3))
     e = m.energy_batch(x)
     assert e.shape == (4, 5)
-    np.testing.assert_allclose(e[2, 3], m.energy(x[2, 3]), rtol=1e-6)
+    # batched and single evaluation sum in different orders: float32 rounding of O(1) terms
+    np.testing.assert_allclose(e[2, 3], m.energy(x[2, 3]), rtol=1e-5, atol=1e-6)
     assert m.score_batch(x).shape == (4, 5, 3)
     assert m.log_prob_unnorm_batch(x).shape == (4, 5)
 

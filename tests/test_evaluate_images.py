@@ -97,14 +97,16 @@ def test_kernel_distance_is_unbiased_and_sees_a_shift():
 
 @pytest.mark.slow
 def test_classifier_features_on_digits():
-    # slow: 300 compiled training steps, about 8 s on a quiet core
+    # a narrower classifier than the default (300 steps, about 20 s on a core at the suite's
+    # XLA optimisation level 0): 0.96 held-out accuracy, 0.94 on the test split
     train, test, y_train, y_test = eb.datasets.digits(key=jax.random.key(0), flatten=False, with_labels=True)
-    classifier = eb.evaluate.classifier_features(train, y_train, key=jax.random.key(1), num_steps=300)
+    classifier = eb.evaluate.classifier_features(train, y_train, key=jax.random.key(1), channels=(8, 16, 16),
+                                                 feature_size=32, num_steps=300, learning_rate=3e-3)
     assert classifier.accuracy > 0.9  # held-out part of train
     probabilities = classifier.probabilities(test)
     assert float(jnp.mean(jnp.argmax(probabilities, -1) == y_test)) > 0.9  # the test split
     features = classifier(test[:, None])
-    assert features.shape == (test.shape[0], 64)
+    assert features.shape == (test.shape[0], 32)
     # FD with the classifier's features: held-out digits are far closer to the training digits than noise is
     held_out = eb.evaluate.frechet_distance(test, train, features=classifier)
     noise = eb.evaluate.frechet_distance(jax.random.uniform(jax.random.key(2), test.shape), train, features=classifier)

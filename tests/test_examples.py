@@ -22,7 +22,7 @@ without editing this file. Per example, ONE subprocess runs the script as ``__ma
 folders; the first run also gives every other option explicitly (a non-default choice
 for options with choices, the default value for options with a non-None default, every
 flag), so each advertised option is parsed and used at least once. The subprocesses share
-JAX's persistent compilation cache (a temporary folder) to save compile time.
+the suite's XLA flags (tests/conftest.py puts them in the environment they inherit).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_examples_exist_and_follow_the_convention():
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[os.path.basename(p) for p in EXAMPLES])
-def test_example_runs_for_every_strategy(path, tmp_path, tmp_path_factory):
+def test_example_runs_for_every_strategy(path, tmp_path):
     options = _options(_parser(path))
     strategy = next((a for a in options.values() if "--strategy" in a.option_strings), None)
     choices = list(strategy.choices) if strategy is not None and strategy.choices is not None else [None]
@@ -124,9 +124,7 @@ def test_example_runs_for_every_strategy(path, tmp_path, tmp_path_factory):
         if i == 0:
             argv += _other_options(options)
         runs.append((argv, out))
-    cache = tmp_path_factory.getbasetemp() / "jax_cache"
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               MPLBACKEND="Agg")
+    env = dict(os.environ, MPLBACKEND="Agg")  # with the suite's XLA flags (conftest.py)
     proc = subprocess.run([sys.executable, "-c", _DRIVER, path, json.dumps(runs)], cwd=str(tmp_path), env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{os.path.basename(path)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"

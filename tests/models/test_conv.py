@@ -222,7 +222,7 @@ def test_no_convolution_op_in_any_compiled_program_on_cpu(tmp_path):
     # convolution instruction (XLA:CPU runs those slowly inside while-loop bodies); the
     # convolutions are slices and dots. XLA dumps every optimised module it compiles.
     dump = tmp_path / "dump"
-    env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={dump} --xla_dump_hlo_as_text", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump} --xla_dump_hlo_as_text", JAX_PLATFORMS="cpu",
                JAX_ENABLE_COMPILATION_CACHE="false")
     proc = subprocess.run([sys.executable, "-c", _DUMP_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

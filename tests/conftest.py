@@ -1,18 +1,21 @@
 import os
 
-# Compilation, not running, is most of the suite's time, and the tests' programs are small:
-# LLVM's optimisation level 0 compiles them faster (a fit chunk 13.5 -> 8.5 CPU-s; the whole
-# suite 24 min 59 s -> 17 min 47 s on two cores), though convolutions then run up to 4x
-# slower (the few tests that train a conv net for hundreds of steps keep it small). Set
-# before JAX starts its backend, in the environment so that every subprocess a test starts
-# (examples, benchmarks, workers) inherits it; a test that sets XLA_FLAGS for a subprocess
-# appends to this value.
-os.environ["XLA_FLAGS"] = " ".join(
-    f for f in (os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0") if f)
-# No persistent compilation cache: writing executables compiled at level 0 to JAX's cache
-# crashed a pytest worker (a segfault in compilation_cache.put_executable_and_time, jaxlib
-# 0.10.2) in two runs of the suite out of two; JAX_COMPILATION_CACHE_DIR, if you set one,
-# is yours.
+# One persistent compilation cache for the session, this process and every subprocess (the
+# examples, benchmarks and workers inherit the environment): the same programs (a model's fit
+# chunk, an AIS schedule) recur across tests and processes. Programs that compiled in under
+# 0.5 s are not written.
+# (Not XLA's --xla_backend_optimization_level=0: it compiles faster, the whole suite 24 min 59 s
+# -> 17 min 47 s on two cores, but jaxlib 0.10.2 then segfaulted in compilation, in the cache
+# write or in backend_compile, late in a pytest worker's life in three runs of three.)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                                ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 # Every Python subprocess a test starts (``python -c ...``, examples, benchmarks, workers)
 # imports the INSTALLED declebm, as the tests themselves do (--import-mode=importlib).

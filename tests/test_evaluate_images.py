@@ -97,8 +97,8 @@ def test_kernel_distance_is_unbiased_and_sees_a_shift():
 
 @pytest.mark.slow
 def test_classifier_features_on_digits():
-    # a narrower classifier than the default (300 steps, about 20 s on a core at the suite's
-    # XLA optimisation level 0): 0.96 held-out accuracy, 0.94 on the test split
+    # a narrower classifier than the default, 300 steps: 0.96 held-out accuracy, 0.94 on the
+    # test split
     train, test, y_train, y_test = eb.datasets.digits(key=jax.random.key(0), flatten=False, with_labels=True)
     classifier = eb.evaluate.classifier_features(train, y_train, key=jax.random.key(1), channels=(8, 16, 16),
                                                  feature_size=32, num_steps=300, learning_rate=3e-3)

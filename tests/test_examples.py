@@ -22,7 +22,8 @@ without editing this file. Per example, ONE subprocess runs the script as ``__ma
 folders; the first run also gives every other option explicitly (a non-default choice
 for options with choices, the default value for options with a non-None default, every
 flag), so each advertised option is parsed and used at least once. The subprocesses share
-the suite's XLA flags (tests/conftest.py puts them in the environment they inherit).
+the suite's persistent compilation cache (tests/conftest.py puts it in the environment they
+inherit).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def test_example_runs_for_every_strategy(path, tmp_path):
         if i == 0:
             argv += _other_options(options)
         runs.append((argv, out))
-    env = dict(os.environ, MPLBACKEND="Agg")  # with the suite's XLA flags (conftest.py)
+    env = dict(os.environ, MPLBACKEND="Agg")  # with the suite's compilation cache (conftest.py)
     proc = subprocess.run([sys.executable, "-c", _DRIVER, path, json.dumps(runs)], cwd=str(tmp_path), env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{os.path.basename(path)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"

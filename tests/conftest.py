@@ -3,19 +3,13 @@ import os
 # One persistent compilation cache for the session, this process and every subprocess (the
 # examples, benchmarks and workers inherit the environment): the same programs (a model's fit
 # chunk, an AIS schedule) recur across tests and processes. Programs that compiled in under
-# 0.5 s are not written.
+# 0.5 s are not written. JAX reads both variables when it is imported (below, via declebm).
 # (Not XLA's --xla_backend_optimization_level=0: it compiles faster, the whole suite 24 min 59 s
 # -> 17 min 47 s on two cores, but jaxlib 0.10.2 then segfaulted in compilation, in the cache
 # write or in backend_compile, late in a pytest worker's life in three runs of three.)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                                                 ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-
-import jax  # noqa: E402
-
-jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 # Every Python subprocess a test starts (``python -c ...``, examples, benchmarks, workers)
 # imports the INSTALLED declebm, as the tests themselves do (--import-mode=importlib).

@@ -97,6 +97,26 @@ WORKER = textwrap.dedent(
     r = train(PersistentCD(Langevin(0.05), steps=3), jax.devices(), shard_data=True)
     out["shard_data_steps"] = r.step
 
+    # Labelled data (JEM's pair (x, y)): placed and split leaf by leaf, one set of row indices
+    # drawing both, copied to every device or (shard_data) split over them.
+    from declebm.inference import JEM
+    from declebm.models import ClassifierEnergy, MLPClassifier
+    labels = (data[:, 0] > 0).astype(jnp.int32)
+
+    def train_jem(devices, **kw):
+        m = eb.EBM(ClassifierEnergy(MLPClassifier(2, 2, width=16, depth=1, key=jax.random.key(1))))
+        return eb.fit(m, (data, labels), JEM(Langevin(0.05), steps=3, buffer_size=256), num_steps=40, batch_size=64,
+                      chunk_size=20, key=jax.random.key(2), progress=False, devices=devices, **kw)
+
+    jem_one, jem_eight, jem_sharded = train_jem(None), train_jem(jax.devices()), train_jem(jax.devices(), shard_data=True)
+    out["jem"] = {
+        "max_diff": max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(leaves(jem_one.model), leaves(jem_eight.model))),
+        "sharded_max_diff": max(float(jnp.max(jnp.abs(a - b)))
+                                for a, b in zip(leaves(jem_one.model), leaves(jem_sharded.model))),
+        "accuracy_bitwise": bool(np.array_equal(jem_one.history["accuracy"], jem_eight.history["accuracy"])),
+        "buffer_split": len(jem_eight.state.chains.sharding.device_set) == 8,
+    }
+
     # Bad devices.
     errors = {}
     for label, kw in [("indivisible_batch", dict(devices=jax.devices()[:3])),
@@ -166,6 +186,15 @@ def test_sample_splits_chains(eight_devices):
 
 def test_shard_data_trains(eight_devices):
     assert eight_devices["shard_data_steps"] == 40
+
+
+def test_labelled_data_trains_the_same_on_eight_devices(eight_devices):
+    # JEM on (x, y): the pair copied to (or split over) 8 devices gives 1 device's parameters to
+    # float reassociation (the same bound as unlabelled data), the same batches (the training
+    # accuracy, a count of matching labels, is equal bit for bit) and split chains.
+    jem = eight_devices["jem"]
+    assert jem["max_diff"] < TOL and jem["sharded_max_diff"] < TOL, jem
+    assert jem["accuracy_bitwise"] and jem["buffer_split"], jem
 
 
 def test_bad_devices_are_refused(eight_devices):

@@ -64,6 +64,7 @@ class LogZEstimate(NamedTuple):
         return f"LogZEstimate({', '.join(parts)})"
 
 
+@jax.jit  # one program, not ~15 eagerly compiled operations per call shape
 def summarise_log_weights(log_weights: Float[Array, " n"]) -> tuple[Array, Array, Array]:
     r"""``(log mean exp(w), stderr, ess)`` of log weights ``w``, computed stably.
 
@@ -75,8 +76,8 @@ def summarise_log_weights(log_weights: Float[Array, " n"]) -> tuple[Array, Array
     w = jnp.where(jnp.isfinite(log_weights), log_weights, -jnp.inf)
     n = w.shape[0]
     top = jnp.max(w)
-    top = jnp.where(jnp.isfinite(top), top, 0.0)
-    u = jnp.exp(w - jax.lax.stop_gradient(top))
+    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))  # a shift: no gradient of its own
+    u = jnp.exp(w - top)
     mean_u = jnp.mean(u)
     log_mean = top + jnp.log(mean_u)
     stderr = jnp.std(u, ddof=1) / (jnp.sqrt(n) * mean_u) if n > 1 else jnp.full((), jnp.nan, u.dtype)

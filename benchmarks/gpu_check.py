@@ -53,11 +53,12 @@ FULL = dict(
     recipe_channels=(32, 64, 128), recipe_batch=128, recipe_chunk=50, image_chunk=5, image_seconds=3.0,
 )
 QUICK = dict(
-    image_shape=(1, 8, 8), image_channels=(8, 8, 8), image_batches=(8,), image_examples=64,
+    # one conv layer of 4 channels: every row and recipe still runs, each compiles in a fraction
+    image_shape=(1, 8, 8), image_channels=(4,), image_batches=(8,), image_examples=64,
     image_rows=(("shortrun", 2, (8,)), ("recovery", 2, (8,)), ("dsm", 0, (8,))),
     mlp_width=16, mlp_chains=64, mlp_batch=64, mlp_chunk=2, mlp_chunks=2,
     recipe_shapes=(("tiny", (3, 8, 8), 64),),
-    recipe_channels=(8, 8, 8), recipe_batch=8, recipe_chunk=1, image_chunk=1, image_seconds=0.1,
+    recipe_channels=(4,), recipe_batch=8, recipe_chunk=1, image_chunk=1, image_seconds=0.1,
 )
 
 

@@ -7,13 +7,24 @@ import numpy as np
 import pytest
 
 import declebm as eb
-from declebm.inference import DiffusionRecoveryLikelihood, MALA, PersistentCD
+from declebm.inference import DiffusionRecoveryLikelihood, Langevin, MALA, PersistentCD
 from declebm.models import NoiseConditionedResNetEnergy, ResNetEnergy
 from declebm.models._resnet import _Conv, _Normalisation, level_embedding
 
 K = jax.random.key(0)
 SMALL = dict(channels=(4, 8), downsample=(True, False), power_iterations=3)
 SMALL_COND = dict(width=4, channel_multipliers=(1, 2), blocks_per_level=1, power_iterations=3)
+
+
+@eqx.filter_jit
+def _jit_call(module, x, kw):
+    return module(x, **kw)
+
+
+def call(module, x, **kw):
+    """``module(x, **kw)`` as one compiled program: eagerly, each of a residual network's
+    hundreds of operations would compile on its own (seconds per test on two CPU cores)."""
+    return _jit_call(module, x, {k: jnp.asarray(v) for k, v in kw.items()})
 
 
 @eqx.filter_jit
@@ -36,7 +47,7 @@ def test_resnet_energy_shapes_and_gradients(event_shape, image_shape):
         assert float(jnp.abs(leaf).sum()) > 0  # every layer gets a gradient
     assert g.blocks[1].shortcut is not None  # 4 -> 8 channels: a 1x1 shortcut convolution
     # one example agrees with the batch (the flattened and image layouts are one network)
-    np.testing.assert_allclose(energy(x[1]), e[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(call(energy, x[1]), e[1], rtol=1e-5, atol=1e-6)
 
 
 def test_spectral_normalisation_of_hwio_kernels():
@@ -60,9 +71,9 @@ def test_spectral_normalisation_of_hwio_kernels():
                          else c, energy, is_leaf=lambda c: isinstance(c, _Conv))
     plain = eqx.tree_at(lambda e: e.norm, plain, _Normalisation(False, 3))
     x = jax.random.uniform(jax.random.key(1), (1, 8, 8))
-    np.testing.assert_allclose(energy(x), plain(x), rtol=1e-5)
+    np.testing.assert_allclose(call(energy, x), call(plain, x), rtol=1e-5)
     unnormalised = eqx.tree_at(lambda e: e.norm, energy, _Normalisation(False, 3))
-    assert not np.isclose(energy(x), unnormalised(x), rtol=1e-3)
+    assert not np.isclose(call(energy, x), call(unnormalised, x), rtol=1e-3)
 
 
 def test_noise_conditioned_resnet_conventions():
@@ -71,22 +82,22 @@ def test_noise_conditioned_resnet_conventions():
     sig = jnp.array([0.1, 0.3, 0.6, 1.0])
     model = eb.EBM(energy)
     e, s, grads = _energies_scores_and_grads(model, x, sig)
-    looped = np.array([energy(x[i], sigma=sig[i]) for i in range(4)])
+    looped = np.array([call(energy, x[i], sigma=sig[i]) for i in range(4)])
     np.testing.assert_allclose(e, looped, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(energy(x[0]), energy(x[0], sigma=0.2), rtol=1e-6)
-    assert not np.isclose(energy(x[0], sigma=0.2), energy(x[0], sigma=0.9))
+    np.testing.assert_allclose(call(energy, x[0]), call(energy, x[0], sigma=0.2), rtol=1e-6)
+    assert not np.isclose(call(energy, x[0], sigma=0.2), call(energy, x[0], sigma=0.9))
     g = grads.energy_module
     assert float(jnp.abs(g.level_1.weight).sum()) > 0 and float(jnp.abs(g.levels[1][0].conv_2.kernel).sum()) > 0
     # the second convolution of each block starts at zero (the code's init_scale=0): the blocks start as the
     # identity (or their shortcut), so the embedding reaches the output only through the final product
     assert all(float(jnp.abs(b.conv_2.kernel).sum()) == 0 for level in energy.levels for b in level)
     divided = NoiseConditionedResNetEnergy((1, 8, 8), divide_by_sigma=True, key=K, **SMALL_COND)
-    np.testing.assert_allclose(divided(x[0], sigma=0.5), energy(x[0], sigma=0.5) / 0.5, rtol=1e-5)
+    np.testing.assert_allclose(call(divided, x[0], sigma=0.5), call(energy, x[0], sigma=0.5) / 0.5, rtol=1e-5)
     emb = level_embedding(jnp.log(0.5), 7)
     assert emb.shape == (7,) and float(emb[-1]) == 0.0
     np.testing.assert_allclose(emb[:3] ** 2 + emb[3:6] ** 2, 1.0, rtol=1e-6)
     with pytest.raises(ValueError, match="^sigma"):
-        energy(x[0], sigma=jnp.ones(2))
+        call(energy, x[0], sigma=jnp.ones(2))
 
 
 def test_shape_errors():
@@ -115,12 +126,13 @@ def test_shape_errors():
 
 @pytest.mark.slow
 def test_fit_steps_on_digits():
-    # slow: two compiled fits (about 3x test_conv.py's fit test)
+    # slow: two compiled fits (about 3x test_conv.py's fit test). Langevin and no divergence
+    # guard for the first (the guard's programs, tested elsewhere, doubled its compile time).
     train, _ = eb.datasets.digits(key=jax.random.key(0), flatten=False)
     images = train[:64, None]
     model = eb.EBM(ResNetEnergy((1, 8, 8), key=K, **SMALL))
-    res = eb.fit(model, images, PersistentCD(MALA(step_size=0.01), steps=2), num_steps=2, batch_size=8,
-                 key=jax.random.key(1), progress=False)
+    res = eb.fit(model, images, PersistentCD(Langevin(step_size=0.01), steps=2), num_steps=2, batch_size=8,
+                 key=jax.random.key(1), progress=False, divergence_guard=None)
     assert np.all(np.isfinite(res.history["loss"]))
     assert not np.allclose(model.energy_module.head.weight, res.model.energy_module.head.weight)
     cond = eb.EBM(NoiseConditionedResNetEnergy((1, 8, 8), key=K, **SMALL_COND))

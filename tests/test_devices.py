@@ -108,11 +108,13 @@ WORKER = textwrap.dedent(
         return eb.fit(m, (data, labels), JEM(Langevin(0.05), steps=3, buffer_size=256), num_steps=40, batch_size=64,
                       chunk_size=20, key=jax.random.key(2), progress=False, devices=devices, **kw)
 
+    def accuracy(r):  # on every row, against its own label
+        return float(jnp.mean(jnp.argmax(jax.vmap(r.model.energy_module.log_prob_y)(data), 1) == labels))
+
     jem_one, jem_eight, jem_sharded = train_jem(None), train_jem(jax.devices()), train_jem(jax.devices(), shard_data=True)
     out["jem"] = {
         "max_diff": max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(leaves(jem_one.model), leaves(jem_eight.model))),
-        "sharded_max_diff": max(float(jnp.max(jnp.abs(a - b)))
-                                for a, b in zip(leaves(jem_one.model), leaves(jem_sharded.model))),
+        "accuracy_one": accuracy(jem_one), "accuracy_sharded": accuracy(jem_sharded), "sharded_steps": jem_sharded.step,
         "accuracy_bitwise": bool(np.array_equal(jem_one.history["accuracy"], jem_eight.history["accuracy"])),
         "buffer_split": len(jem_eight.state.chains.sharding.device_set) == 8,
     }
@@ -189,12 +191,18 @@ def test_shard_data_trains(eight_devices):
 
 
 def test_labelled_data_trains_the_same_on_eight_devices(eight_devices):
-    # JEM on (x, y): the pair copied to (or split over) 8 devices gives 1 device's parameters to
-    # float reassociation (the same bound as unlabelled data), the same batches (the training
+    # JEM on (x, y): the pair copied to 8 devices gives 1 device's parameters to float
+    # reassociation (the same bound as unlabelled data), the same batches (the training
     # accuracy, a count of matching labels, is equal bit for bit) and split chains.
     jem = eight_devices["jem"]
-    assert jem["max_diff"] < TOL and jem["sharded_max_diff"] < TOL, jem
+    assert jem["max_diff"] < TOL, jem
     assert jem["accuracy_bitwise"] and jem["buffer_split"], jem
+    # Split over the devices (shard_data), each device draws its batch rows from its own shard:
+    # other batches, so other parameters, but rows and labels stay paired. Measured after 40
+    # updates: accuracy on every row 0.793 against one device's 0.794; trained on shuffled
+    # labels, 0.61 (the classes are the halves x0 > 0 and x0 < 0 of 8gaussians).
+    assert jem["sharded_steps"] == 40 and jem["accuracy_sharded"] > 0.7, jem
+    assert abs(jem["accuracy_sharded"] - jem["accuracy_one"]) < 0.05, jem
 
 
 def test_bad_devices_are_refused(eight_devices):

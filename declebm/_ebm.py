@@ -68,14 +68,6 @@ def map_over_batch(fn, x: Array, num_event_dims: int, kwargs: dict[str, Any]):
     return jax.tree.map(lambda o: o.reshape(batch_shape + o.shape[1:]), out)
 
 
-# The batched helpers run as one compiled program per shape (inside a trace it is inlined):
-# called eagerly, the vmapped energy would compile each of its operations on its own (on two
-# CPU cores ~30 ms each, seconds for a network's first evaluation).
-@eqx.filter_jit
-def _jit_map_over_batch(fn, x: Array, num_event_dims: int, kwargs: dict[str, Any]):
-    return map_over_batch(fn, x, num_event_dims, kwargs)
-
-
 class EBM(eqx.Module):
     r"""An energy-based model: the unnormalized density
 
@@ -200,15 +192,15 @@ class EBM(eqx.Module):
 
     def energy_batch(self, x: Float[Array, "*batch *event"], **kwargs) -> Float[Array, "*batch"]:
         """``E`` over every leading batch axis of ``x``."""
-        return _jit_map_over_batch(self.energy, x, self._num_event_dims(x), kwargs)
+        return map_over_batch(self.energy, x, self._num_event_dims(x), kwargs)
 
     def log_prob_unnorm_batch(self, x: Float[Array, "*batch *event"], **kwargs) -> Float[Array, "*batch"]:
         """``log p~`` over every leading batch axis of ``x``."""
-        return _jit_map_over_batch(self.log_prob_unnorm, x, self._num_event_dims(x), kwargs)
+        return map_over_batch(self.log_prob_unnorm, x, self._num_event_dims(x), kwargs)
 
     def score_batch(self, x: Float[Array, "*batch *event"], **kwargs) -> Float[Array, "*batch *event"]:
         """``grad_x log p~`` over every leading batch axis of ``x``."""
-        return _jit_map_over_batch(self.score, x, self._num_event_dims(x), kwargs)
+        return map_over_batch(self.score, x, self._num_event_dims(x), kwargs)
 
     # ---- transformations ------------------------------------------------------------
     def tempered(self, temperature: float | Array) -> "EBM":

@@ -42,10 +42,6 @@ class ChainDiagnostics(NamedTuple):
     rhat: Float[Array, "*event"]
 
 
-# ess and rhat are jitted: BlackJAX's estimators are some 140 array operations, which run
-# eagerly would each compile a program of their own (7 s of XLA compilation for the first
-# digits example's diagnosis on two CPU cores); jitted, one program per trace shape.
-@jax.jit
 def ess(trace: Float[Array, "chains draws *event"]) -> Float[Array, "*event"]:
     """Bulk effective sample size per coordinate of a trace ``(chains, draws, *event)``:
     ``blackjax.diagnostics.ess_bulk`` (rank-normalised, split chains)."""
@@ -53,7 +49,6 @@ def ess(trace: Float[Array, "chains draws *event"]) -> Float[Array, "*event"]:
     return blackjax.diagnostics.ess_bulk(trace.reshape(c, n, -1)).reshape(trace.shape[2:])
 
 
-@jax.jit
 def rhat(trace: Float[Array, "chains draws *event"]) -> Float[Array, "*event"]:
     """Rank-normalised split R-hat per coordinate of a trace ``(chains, draws, *event)``:
     ``blackjax.diagnostics.rhat`` (the maximum of the bulk and folded split R-hats)."""

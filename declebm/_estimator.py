@@ -64,7 +64,6 @@ class LogZEstimate(NamedTuple):
         return f"LogZEstimate({', '.join(parts)})"
 
 
-@jax.jit  # one program, not ~15 eagerly compiled operations per call shape
 def summarise_log_weights(log_weights: Float[Array, " n"]) -> tuple[Array, Array, Array]:
     r"""``(log mean exp(w), stderr, ess)`` of log weights ``w``, computed stably.
 

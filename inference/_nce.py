@@ -38,7 +38,6 @@ class NCEState(NamedTuple):
     noise: Any
 
 
-@jax.jit  # one program (eagerly, each of its ~60 operations would compile on its own)
 def _fitted_gaussian(data: Float[Array, "n *event"], scale: float = 1.0) -> dist.Distribution:
     """A Gaussian fitted to ``data`` (``(n, *event)``): full covariance for vector
     examples, diagonal (independent per coordinate) for examples of higher rank; its

@@ -1,8 +1,8 @@
 import os
 
-# One persistent compilation cache for every subprocess a test starts (the examples,
-# benchmarks and workers inherit the environment): the same programs (a model's fit chunk, an
-# AIS schedule) recur across those processes. Programs that compiled in under
+# One persistent compilation cache for the session, this process and every subprocess (the
+# examples, benchmarks and workers inherit the environment): the same programs (a model's fit
+# chunk, an AIS schedule) recur across tests and processes. Programs that compiled in under
 # 0.5 s are not written. JAX reads both variables when it is imported (below, via declebm).
 # (Not XLA's --xla_backend_optimization_level=0: it compiles faster, the whole suite 24 min 59 s
 # -> 17 min 47 s on two cores, but jaxlib 0.10.2 then segfaulted in compilation, in the cache
@@ -10,12 +10,6 @@ import os
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                                                 ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-# ... used by the subprocesses only: in the pytest workers themselves (which keep every
-# program in memory anyway) it is off. A worker crashed (SIGSEGV) once in four full runs with
-# it on, and twice more at XLA's optimisation level 0 inside the cache's write
-# (put_executable_and_time); none of the subprocesses, which each write far less, has.
-_cache_setting = os.environ.get("JAX_ENABLE_COMPILATION_CACHE")
-os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"  # read when jax is imported, just below
 
 # Every Python subprocess a test starts (``python -c ...``, examples, benchmarks, workers)
 # imports the INSTALLED declebm, as the tests themselves do (--import-mode=importlib).
@@ -34,13 +28,6 @@ import types  # noqa: E402
 import pytest  # noqa: E402
 
 import declebm as eb  # noqa: E402
-import jax  # noqa: E402
-
-assert not jax.config.jax_enable_compilation_cache
-if _cache_setting is None:  # the subprocesses' setting: JAX's default (on)
-    del os.environ["JAX_ENABLE_COMPILATION_CACHE"]
-else:
-    os.environ["JAX_ENABLE_COMPILATION_CACHE"] = _cache_setting
 
 _TRACES: collections.Counter = collections.Counter()
 

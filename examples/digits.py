@@ -183,11 +183,10 @@ def build_model(kind: str, width: int, key, strategy: str = "dsm") -> eb.EBM:
     return eb.EBM(energy, base=dist.Normal(jnp.zeros(64), 1.0).to_event(1))
 
 
-def bits_per_dim(log_likelihood: float, levels: int = 17, dim: int = 64) -> float:
-    """Bits per pixel of the discrete digits (``levels`` values per pixel) from a density's
-    log-likelihood in nats per image on the ``[0, 1)`` dequantised scale: a pixel bin is
-    ``1/levels`` wide, so ``log P(bin) ~ log p + dim log(1/levels)``."""
-    return (dim * np.log(levels) - log_likelihood) / (dim * np.log(2.0))
+def bits_per_dim(log_likelihood: float) -> float:
+    """Bits per pixel of the discrete digits (17 levels per pixel) from a log-likelihood in
+    nats per image on the ``[0, 1)`` dequantised scale (``evaluate.bits_per_dim``)."""
+    return eb.evaluate.bits_per_dim(log_likelihood, 64, levels=17).bits_per_dim
 
 
 def prepare_data(seed: int) -> dict:

@@ -15,6 +15,10 @@ data's rows over the devices (`shard_data`), each device draws its part of the b
 its own rows, and gradients are averaged by the compiler across all devices of all hosts.
 Process 0 evaluates the result and writes the plot and the JSON. On CPUs the processes
 talk through gloo (`jax_cpu_collectives_implementation`); on GPUs through NCCL.
+
+A preemptible job: `--checkpoint-dir DIR` (a folder every process reads) writes a checkpoint
+every tenth of the run, and after a preemption or `kill -9` the same command with `--resume`
+continues from the newest complete one, with the same number of processes.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--strategy", default="pcd", choices=("pcd", "dsm", "nce"))
     ap.add_argument("--steps", type=int, help="parameter updates (2000; 20 with --quick)")
     ap.add_argument("--batch-size", type=int, default=256, help="global batch (a multiple of the device count)")
+    ap.add_argument("--checkpoint-dir", default=None,
+                    help="a folder every process reads: checkpoints every tenth of the run (process 0 writes)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from the newest checkpoint in --checkpoint-dir (after a preemption or kill)")
     ap.add_argument("--out", default="out")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny settings, for a smoke test")
@@ -60,7 +68,10 @@ def launch_local(args, argv) -> int:
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.resume and args.checkpoint_dir is None:
+        ap.error("--resume: continues from --checkpoint-dir DIR; name the folder")
     if args.launch_local:
         return launch_local(args, argv)
 
@@ -90,7 +101,8 @@ def main(argv=None):
               f"{args.strategy}, {steps} steps, global batch {args.batch_size}")
     result = eb.fit(model, local, strategy_from_name(args.strategy), optimizer=optax.adam(3e-3), num_steps=steps,
                     batch_size=args.batch_size, key=jax.random.key(args.seed + 2), devices=jax.devices(),
-                    progress=me == 0)
+                    progress=me == 0, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                    checkpoint_every=max(steps // 10, 1) if args.checkpoint_dir else None)
     if me != 0:
         return 0
     # Evaluation on process 0 with its own test draws; parameters are replicated everywhere.
@@ -99,7 +111,7 @@ def main(argv=None):
     test = eb.datasets.toy("8gaussians", 2000, key=jax.random.key(args.seed + 99))
     res = 60 if args.quick else 200
     metrics = {"processes": jax.process_count(), "devices": len(jax.devices()), "strategy": args.strategy,
-               "steps": result.step, "test_nll": round(float(eb.evaluate.grid_nll(trained, test, resolution=res)), 4),
+               "steps": result.step, "resumed_from": result.resumed_from, "test_nll": round(float(eb.evaluate.grid_nll(trained, test, resolution=res)), 4),
                "true_density_nll": round(-float(jnp.mean(eb.datasets.toy_log_prob("8gaussians", test))), 4)}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "multihost.json"), "w") as f:

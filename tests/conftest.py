@@ -61,3 +61,50 @@ def trace_counts():
     """``(wrap, counts)``: ``wrap(strategy)`` counts its traces into ``counts`` (reset here)."""
     _TRACES.clear()
     return types.SimpleNamespace(wrap=CountingStrategy, counts=_TRACES)
+
+
+# ---- tiny image files in the standard formats, written by an independent writer ---------
+import gzip  # noqa: E402
+import pickle  # noqa: E402
+import struct  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def _write_idx(path, array, *, gz=False):
+    """LeCun's IDX format written by hand: 0, 0, type 0x08 (ubyte), ndim, big-endian sizes, data."""
+    array = np.ascontiguousarray(array, np.uint8)
+    raw = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(raw)
+    else:
+        with open(path, "wb") as f:
+            f.write(raw)
+
+
+def _pixels(n, shape, seed):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
+
+
+def _write_cifar(folder, names, n_each, protocol=2):
+    """CIFAR-10's python batches: dicts of bytes keys, ``data`` uint8 rows of 3072 (R, G, B planes)."""
+    os.makedirs(folder, exist_ok=True)
+    pixels, labels = [], []
+    for i, name in enumerate(names):
+        data = _pixels(n_each, (3072,), 10 + i)
+        lab = [(i + j) % 10 for j in range(n_each)]
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump({b"batch_label": b"test", b"labels": lab, b"data": data, b"filenames": [b"x.png"] * n_each},
+                        f, protocol=protocol)
+        pixels.append(data)
+        labels += lab
+    return np.concatenate(pixels), labels
+
+
+@pytest.fixture
+def image_files():
+    """Writers of the standard image files: ``idx(path, array, gz=)`` (MNIST's IDX),
+    ``cifar(folder, names, n_each, protocol)`` (CIFAR-10's pickled batches), ``pixels(n,
+    shape, seed)`` (random uint8 images)."""
+    return types.SimpleNamespace(idx=_write_idx, cifar=_write_cifar, pixels=_pixels)

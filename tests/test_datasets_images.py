@@ -1,7 +1,6 @@
 """MNIST, Fashion-MNIST and CIFAR-10 from local files, written here by an independent writer
 (struct, gzip, pickle), read back exactly; the pixel transforms and their log-determinants."""
 
-import gzip
 import math
 import os
 import pickle
@@ -15,30 +14,14 @@ import pytest
 import declebm as eb
 
 
-def _write_idx(path, array, *, gz=False):
-    """LeCun's IDX format written by hand: 0, 0, type 0x08 (ubyte), ndim, big-endian sizes, data."""
-    array = np.ascontiguousarray(array, np.uint8)
-    raw = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    if gz:
-        with gzip.open(str(path) + ".gz", "wb") as f:
-            f.write(raw)
-    else:
-        with open(path, "wb") as f:
-            f.write(raw)
-
-
-def _pixels(n, shape, seed):
-    return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
-
-
 @pytest.fixture
-def idx_root(tmp_path):
-    train, test = _pixels(5, (28, 28), 0), _pixels(3, (28, 28), 1)
+def idx_root(tmp_path, image_files):
+    train, test = image_files.pixels(5, (28, 28), 0), image_files.pixels(3, (28, 28), 1)
     train[0, 0, :2] = (0, 255)  # the two ends of the range
-    _write_idx(tmp_path / "train-images-idx3-ubyte", train)
-    _write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([3, 1, 4, 1, 5]))
-    _write_idx(tmp_path / "t10k-images-idx3-ubyte", test, gz=True)  # gzipped, as published
-    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([9, 2, 6]), gz=True)
+    image_files.idx(tmp_path / "train-images-idx3-ubyte", train)
+    image_files.idx(tmp_path / "train-labels-idx1-ubyte", np.array([3, 1, 4, 1, 5]))
+    image_files.idx(tmp_path / "t10k-images-idx3-ubyte", test, gz=True)  # gzipped, as published
+    image_files.idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([9, 2, 6]), gz=True)
     return tmp_path, train, test
 
 
@@ -61,7 +44,7 @@ def test_idx_files_read_back_exactly(idx_root, loader):
     assert not np.array_equal(xd, loader(root, key=jax.random.key(1)))
 
 
-def test_idx_bad_input(idx_root, tmp_path_factory):
+def test_idx_bad_input(idx_root, tmp_path_factory, image_files):
     root, _, _ = idx_root
     with pytest.raises(ValueError, match=r"^key: dequantise=True"):
         eb.datasets.mnist(root)
@@ -75,7 +58,7 @@ def test_idx_bad_input(idx_root, tmp_path_factory):
     with pytest.raises(FileNotFoundError, match=r"t10k-images-idx3-ubyte.*zalandoresearch"):
         eb.datasets.fashion_mnist(empty, split="test", dequantise=False)
     # a labels file whose count differs from the images'
-    _write_idx(root / "train-labels-idx1-ubyte", np.array([1, 2, 3]))
+    image_files.idx(root / "train-labels-idx1-ubyte", np.array([1, 2, 3]))
     with pytest.raises(ValueError, match=r"^root: .*3 labels.*5 images"):
         eb.datasets.mnist(root, dequantise=False)
     # a truncated file
@@ -89,25 +72,10 @@ def test_idx_bad_input(idx_root, tmp_path_factory):
         eb.datasets.mnist(root, dequantise=False)
 
 
-def _write_cifar(folder, names, n_each, protocol):
-    """CIFAR-10's python batches: dicts of bytes keys, ``data`` uint8 rows of 3072 (R, G, B planes)."""
-    os.makedirs(folder, exist_ok=True)
-    pixels, labels = [], []
-    for i, name in enumerate(names):
-        data = _pixels(n_each, (3072,), 10 + i)
-        lab = [(i + j) % 10 for j in range(n_each)]
-        with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump({b"batch_label": b"test", b"labels": lab, b"data": data, b"filenames": [b"x.png"] * n_each},
-                        f, protocol=protocol)
-        pixels.append(data)
-        labels += lab
-    return np.concatenate(pixels), labels
-
-
-def test_cifar10_batches_read_back_exactly(tmp_path):
+def test_cifar10_batches_read_back_exactly(tmp_path, image_files):
     folder = tmp_path / "cifar-10-batches-py"
-    train, train_labels = _write_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)], 2, protocol=2)
-    test, test_labels = _write_cifar(folder, ["test_batch"], 3, protocol=5)
+    train, train_labels = image_files.cifar(folder, [f"data_batch_{i}" for i in range(1, 6)], 2, protocol=2)
+    test, test_labels = image_files.cifar(folder, ["test_batch"], 3, protocol=5)
     x, y = eb.datasets.cifar10(tmp_path, dequantise=False, with_labels=True)
     assert x.shape == (10, 3, 32, 32) and x.dtype == jnp.float32 and y.tolist() == train_labels
     expected = train.reshape(10, 3, 32, 32).astype(np.float32) / np.float32(255)
@@ -120,7 +88,7 @@ def test_cifar10_batches_read_back_exactly(tmp_path):
     np.testing.assert_array_equal(np.floor(256 * xt.astype(np.float64)), test.reshape(3, 3, 32, 32))
 
 
-def test_cifar10_bad_input(tmp_path):
+def test_cifar10_bad_input(tmp_path, image_files):
     with pytest.raises(FileNotFoundError, match=r"data_batch_1.*cifar-10-batches-py.*cs.toronto.edu"):
         eb.datasets.cifar10(tmp_path, dequantise=False)
     folder = tmp_path / "cifar-10-batches-py"

@@ -113,7 +113,7 @@ def test_examples_exist_and_follow_the_convention():
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[os.path.basename(p) for p in EXAMPLES])
-def test_example_runs_for_every_strategy(path, tmp_path):
+def test_example_runs_for_every_strategy(path, tmp_path, image_files):
     options = _options(_parser(path))
     strategy = next((a for a in options.values() if "--strategy" in a.option_strings), None)
     choices = list(strategy.choices) if strategy is not None and strategy.choices is not None else [None]
@@ -131,7 +131,11 @@ def test_example_runs_for_every_strategy(path, tmp_path):
             argv += ["--strategy", *group]
         if i == 0:
             argv += _other_options(options)
+            argv += FIRST_RUN_FILES.get(os.path.basename(path), lambda *_: [])(tmp_path, image_files)
         runs.append((argv, out))
+    for j, extra in enumerate(EXTRA_RUNS.get(os.path.basename(path), [])):
+        out = str(tmp_path / f"extra{j}")
+        runs.append((["--steps", STEPS, "--seed", "0", "--quick", "--out", out, *extra], out))
     env = dict(os.environ, MPLBACKEND="Agg")  # with the suite's compilation cache (conftest.py)
     proc = subprocess.run([sys.executable, "-c", _DRIVER, path, json.dumps(runs)], cwd=str(tmp_path), env=env,
                           capture_output=True, text=True, timeout=600)
@@ -222,7 +226,49 @@ def _check_compare_strategies(flags, r):
             _check_sample_metrics(r["settings"]["dataset"], row)
 
 
+def _check_images(flags, r):
+    if r.get("format") == "declebm-checkpoint":  # the run's checkpoints under OUT/checkpoints
+        return
+    assert r["dataset"] == flags.get("--dataset", ["digits"])[0] and r["energy"] == flags.get("--energy", ["conv"])[0]
+    assert r["steps"] == int(STEPS) and r["finite"] in (True, False) and r["strategy"] in flags.get("--strategy", [r["strategy"]])
+    if r["finite"]:  # FD and KD in the classifier's features, and how sure it is of the samples
+        assert math.isfinite(r["fd"]) and r["fd"] >= 0 and math.isfinite(r["kd"]) and 0.0 <= r["sure"] <= 1.0, r
+    if flags.get("--ais-steps") == ["0"]:
+        assert "bits_per_dim" not in r, r
+    else:  # the AIS figure in bits/dim, with AIS's verdict and warnings
+        assert math.isfinite(r["bits_per_dim"]) and isinstance(r["ais_reliable"], bool), r
+        assert r["ais_reliable"] == (not r["ais_warnings"]), r
+
+
+def _cifar10_folder(tmp_path, image_files) -> list[str]:
+    """``examples/images.py``'s first run reads CIFAR-10 (``--dataset``'s non-default
+    choice): tiny batches in the standard format (conftest's writer)."""
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    image_files.cifar(folder, [f"data_batch_{i}" for i in range(1, 6)], 8)
+    image_files.cifar(folder, ["test_batch"], 16)
+    return ["--data-dir", str(tmp_path / "data")]
+
+
+# Further runs of an example, in the same process, for choices the runs above leave out.
+EXTRA_RUNS = {
+    "images.py": [  # the first run trains a ResNetEnergy on CIFAR-10; here the noise-conditioned
+        # residual energy (recovery), the MLP baseline (DSM's noise-conditioned MLP) and --ais-steps 0
+        ["--energy", "resnet", "--strategy", "recovery", "dsm", "--ais-steps", "0"],
+        ["--energy", "mlp", "--strategy", "dsm", "particles", "--ais-steps", "0"],
+    ],
+}
+
+def _checkpoint_folder(tmp_path, image_files) -> list[str]:
+    """``examples/multihost.py``'s first run gives ``--resume``, which continues from a
+    named ``--checkpoint-dir`` (empty here: a fresh run)."""
+    return ["--checkpoint-dir", str(tmp_path / "checkpoints")]
+
+
+# Files an example's first run (every option given) reads, written into the test's folder.
+FIRST_RUN_FILES = {"images.py": _cifar10_folder, "multihost.py": _checkpoint_folder}
+
 RESULT_CHECKS = {
+    "images.py": _check_images,
     "numpyro_prior.py": _check_numpyro_prior,
     "digits.py": _check_digits,
     "recovery_digits.py": _check_recovery_digits,

@@ -89,3 +89,43 @@ def test_two_processes_resume_from_different_folders_refused(trained):
     for r in records:
         assert r["error"] is not None and r["error"].startswith("ValueError: checkpoint_dir: the processes found"), r
         assert "process 0: step 9, process 1: no checkpoint" in r["error"], r["error"]
+
+
+EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "multihost.py")
+
+
+def _checkpoints(folder) -> list[int]:
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(int(n[len("step-"):]) for n in names if n.startswith("step-") and n[len("step-"):].isdigit())
+
+
+def test_the_example_resumes_after_kill_9_of_both_processes(tmp_path):
+    """``examples/multihost.py --launch-local 2 --checkpoint-dir``: ``kill -9`` of the
+    launcher and both processes once a checkpoint is complete, then the same command with
+    ``--resume`` continues from the newest checkpoint and finishes the run."""
+    import signal
+    import time
+
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    command = [sys.executable, EXAMPLE, "--launch-local", "2", "--quick", "--steps", "600",
+               "--checkpoint-dir", str(ckpt), "--out", str(out)]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+    proc = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not _checkpoints(ckpt) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before a kill: {proc.stderr.read()[-2000:]}"
+        assert _checkpoints(ckpt), "no checkpoint within 240 s"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both processes: one process group
+        proc.wait()
+    written = _checkpoints(ckpt)
+    assert written and written[-1] < 600 and not (out / "multihost.json").exists()
+    done = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.load(open(out / "multihost.json"))
+    assert record["processes"] == 2 and record["steps"] == 600, record
+    assert record["resumed_from"] is not None and record["resumed_from"] >= written[-1], (record, written)
+    assert np.isfinite(record["test_nll"]), record

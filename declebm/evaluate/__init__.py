@@ -19,6 +19,8 @@ from .._diagnostics import rhat as rhat
 from ._log_z import LogLikelihoodEstimate as LogLikelihoodEstimate
 from ._log_z import log_likelihood as log_likelihood
 from ._log_z import log_z as log_z
+from ._bits import BitsPerDim as BitsPerDim
+from ._bits import bits_per_dim as bits_per_dim
 from ._images import ClassifierFeatures as ClassifierFeatures
 from ._images import KernelDistance as KernelDistance
 from ._images import classifier_features as classifier_features

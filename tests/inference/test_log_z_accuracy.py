@@ -84,6 +84,70 @@ def test_the_stderr_covers_the_truth_over_keys():
     assert np.median(stderrs) < 5 * np.median(np.abs(errors)) + 1e-3
 
 
+def _covered(make_estimate, truth, num_keys=24):
+    """How many of ``num_keys`` seeded runs have the truth inside ``log_z +- 1.96 stderr``;
+    with the errors and stderrs for the failure message."""
+    errors, stderrs = [], []
+    for seed in range(num_keys):
+        est = _quiet(lambda: make_estimate(jax.random.key(seed)))
+        errors.append(float(est.log_z) - truth)
+        stderrs.append(float(est.stderr))
+    covered = int(np.sum(np.abs(errors) <= 1.96 * np.asarray(stderrs)))
+    return covered, (np.round(errors, 4).tolist(), np.round(stderrs, 4).tolist())
+
+
+@SLOW
+def test_smc_stderr_covers_the_truth_over_keys():
+    # The same 5-D target and the same binomial bound as AIS's test above (at least 21 of 24,
+    # P = 0.03 of failing at a true 95%): SMC's stderr is the t-widened spread of its runs.
+    model, truth = correlated_gaussian(5, low=0.1, high=50.0, seed=1)
+    smc = SMC(num_particles=128, num_runs=8, num_mcmc_steps=5)
+    covered, detail = _covered(lambda k: eb.evaluate.log_z(model, smc, key=k), truth)
+    assert covered >= 21, detail
+
+
+class _Unequal(eqx.Module):
+    """Two unit Gaussians 4 apart along every axis of 3-D, weights 0.3 / 0.7: log Z = (3/2) log 2 pi."""
+
+    def __call__(self, x):
+        return -jnp.logaddexp(jnp.log(0.3) - 0.5 * jnp.sum((x - 2.0) ** 2), jnp.log(0.7) - 0.5 * jnp.sum((x + 2.0) ** 2))
+
+
+def test_ais_stderr_covers_the_truth_on_an_unequal_mixture_over_keys():
+    # The modes are 6.9 apart (4 sqrt 3): a chain cannot cross between them at these
+    # temperatures, so the weights alone must carry the 0.3/0.7 split; at least 21 of 24.
+    model = eb.EBM(_Unequal(), event_shape=(3,))
+    ais = AIS(num_chains=256, num_steps=100)
+    covered, detail = _covered(lambda k: eb.evaluate.log_z(model, ais, key=k), 1.5 * np.log(2 * np.pi))
+    assert covered >= 21, detail
+
+
+def test_the_bdmc_bracket_holds_the_truth_over_keys():
+    # Bidirectional Monte Carlo with exact draws (Grosse et al. 2015): forward AIS is a
+    # stochastic lower bound and reverse AIS from exact samples an upper one, so
+    # [log_z_lower - 1.96 stderr, log_z_upper + 1.96 reverse stderr] must hold the truth in
+    # at least 21 of 24 keys (the same binomial bound), on the 5-D correlated Gaussian.
+    from declebm.models import GaussianEnergy
+
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    cov = (q * np.geomspace(0.1, 50.0, 5)) @ q.T
+    energy = GaussianEnergy(jnp.asarray(2.0 * rng.normal(size=5), jnp.float32),
+                            covariance=jnp.asarray(0.5 * (cov + cov.T), jnp.float32))
+    model, truth = eb.EBM(energy, event_shape=(5,)), float(energy.log_z)
+    ais = AIS(num_chains=256, num_steps=100, reverse="exact")
+    held, gaps = 0, []
+    for seed in range(24):
+        est = _quiet(lambda: eb.evaluate.log_z(model, ais, key=jax.random.key(seed)))
+        low = float(est.log_z_lower) - 1.96 * float(est.stderr)
+        high = float(est.log_z_upper) + 1.96 * float(est.diagnostics["reverse_stderr"])
+        held += low <= truth <= high
+        gaps.append(round(float(est.gap), 4))
+    assert held >= 21, (held, gaps)
+    # and the bracket is informative: its median width is under a nat
+    assert np.median(gaps) < 1.0, gaps
+
+
 class _HalfPlane(eqx.Module):
     """+inf energy (zero density) for x0 < 0: a valid hard constraint; log Z = log pi."""
 

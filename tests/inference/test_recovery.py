@@ -244,6 +244,18 @@ def test_images_of_the_wrong_shape_are_refused():
         eb.fit(model, jnp.zeros((16, 8, 8)), DiffusionRecoveryLikelihood(), num_steps=1, batch_size=4, key=jax.random.key(0))
 
 
+def test_pixels_far_beyond_the_ladders_scale_are_refused():
+    # raw 0..255 pixels given to the variance-preserving ladder: say to rescale, naming data_scale
+    from declebm.models import NoiseConditionedConvEnergy
+
+    model = eb.EBM(NoiseConditionedConvEnergy((1, 8, 8), channels=(4, 4), key=jax.random.key(0)))
+    pixels = jnp.full((16, 1, 8, 8), 255.0)
+    with pytest.raises(ValueError, match=r"^data: .*data_scale=1 .*to_symmetric_range.*255"):
+        eb.fit(model, pixels, DiffusionRecoveryLikelihood(), num_steps=1, batch_size=4, key=jax.random.key(0))
+    # the same values are the data's scale when data_scale says so: no error at init
+    DiffusionRecoveryLikelihood(data_scale=128.0).init(model, pixels, jax.random.key(0))
+
+
 def test_the_divergence_guard_watches_the_level_zero_density():
     st = DiffusionRecoveryLikelihood()
     model = eb.EBM(NoiseConditionedMLPEnergy(2, 16, 1, key=jax.random.key(0)))

@@ -128,8 +128,9 @@ def recipes(dataset: str) -> dict[str, Recipe]:
 # script, seed 0; README "Images"): recovery likelihood with b^2 = 5e-3 and Adam 1e-3 without
 # warm-up, as examples/recovery_digits.py (in so few steps the code's b^2 = 2e-4 barely moves the
 # level-0 chains); particle dynamics' correction at dt 1e-2 (noise 0.1, the code's toy setting):
-# at dt 1 with noise 1 the particles, random-walking by 1 per pixel per step, ran off and the
-# energies grew to 2.6e8 by update 100 (the divergence guard stopped the run).
+# at dt 1 with noise 1 the particles, random-walking by 1 per pixel per step, stay off the images
+# (after 300 updates each 30-step correction still moved them by 18-26, about 3 per pixel of a
+# [0, 1) image), and with Adam 1e-3 their energies grew to 2.6e8 by update 100 (the guard stopped it).
 DIGITS = dict(recovery_b2=5e-3, recovery_lr=1e-3, particles_dt=1e-2)
 
 
@@ -158,8 +159,9 @@ DATASETS = {
 }
 DATASETS["fashion_mnist"] = DATASETS["mnist"]
 
-# --quick: a smoke run of every part at tiny sizes; an option given explicitly wins.
-QUICK = dict(steps=5, batch_size=16, num_samples=16, ais_chains=16, ais_steps=10, classifier_steps=20)
+# --quick: a smoke run of every part at tiny sizes, AIS left out unless --ais-steps is given; an
+# option given explicitly wins.
+QUICK = dict(steps=5, batch_size=16, num_samples=16, ais_chains=16, ais_steps=0, classifier_steps=20)
 DEFAULTS = dict(ais_chains=256, ais_steps=1000)
 
 
@@ -175,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, help="examples per update (128; --quick 16)")
     ap.add_argument("--num-samples", type=int, help="samples judged (digits 500, else 2000; --quick 16)")
     ap.add_argument("--ais-chains", type=int, help="AIS chains (256; --quick 16)")
-    ap.add_argument("--ais-steps", type=int, help="AIS temperatures, 0 to skip the log-likelihood (1000; --quick 10)")
+    ap.add_argument("--ais-steps", type=int, help="AIS temperatures, 0 to skip the log-likelihood (1000; --quick 0)")
     ap.add_argument("--resume", action="store_true", help="continue from the checkpoints in OUT/checkpoints")
     ap.add_argument("--out", default="out/images")
     ap.add_argument("--seed", type=int, default=0)
@@ -358,7 +360,7 @@ def run(args, name: str, data: dict, features, s: dict) -> dict:
     record = dict(dataset=args.dataset, strategy=name, energy=args.energy, recipe=repr(st), steps=s["steps"],
                   batch_size=s["batch_size"], learning_rate=recipe.learning_rate, ema=recipe.ema, note=note,
                   train_seconds=round(train_s, 1), sample_seconds=round(sample_s, 1),
-                  num_samples=s["num_samples"], **metrics)
+                  num_samples=s["num_samples"], ais_chains=s["ais_chains"], ais_steps=s["ais_steps"], **metrics)
     if samples is not None:
         record["figure"] = save_figure(os.path.join(args.out, f"images_{tag}.png"), samples, data["x_test"],
                                        f"{name} ({args.energy})")

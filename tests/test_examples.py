@@ -131,7 +131,7 @@ def test_example_runs_for_every_strategy(path, tmp_path, image_files):
             argv += ["--strategy", *group]
         if i == 0:
             argv += _other_options(options)
-            argv += FIRST_RUN_FILES.get(os.path.basename(path), lambda *_: [])(tmp_path, image_files)
+            argv += FIRST_RUN_ARGS.get(os.path.basename(path), lambda *_: [])(tmp_path, image_files)
         runs.append((argv, out))
     for j, extra in enumerate(EXTRA_RUNS.get(os.path.basename(path), [])):
         out = str(tmp_path / f"extra{j}")
@@ -233,7 +233,10 @@ def _check_images(flags, r):
     assert r["steps"] == int(STEPS) and r["finite"] in (True, False) and r["strategy"] in flags.get("--strategy", [r["strategy"]])
     if r["finite"]:  # FD and KD in the classifier's features, and how sure it is of the samples
         assert math.isfinite(r["fd"]) and r["fd"] >= 0 and math.isfinite(r["kd"]) and 0.0 <= r["sure"] <= 1.0, r
-    if flags.get("--ais-steps") == ["0"]:
+    if "--batch-size" in flags:  # the run given every option: they reach the results
+        assert r["batch_size"] == int(flags["--batch-size"][0]) and r["num_samples"] == int(flags["--num-samples"][0])
+        assert r["ais_chains"] == int(flags["--ais-chains"][0]) and r["ais_steps"] == int(flags["--ais-steps"][0]), r
+    if flags.get("--ais-steps", ["0"]) == ["0"]:  # --quick leaves AIS out unless --ais-steps is given
         assert "bits_per_dim" not in r, r
     else:  # the AIS figure in bits/dim, with AIS's verdict and warnings
         assert math.isfinite(r["bits_per_dim"]) and isinstance(r["ais_reliable"], bool), r
@@ -242,19 +245,21 @@ def _check_images(flags, r):
 
 def _cifar10_folder(tmp_path, image_files) -> list[str]:
     """``examples/images.py``'s first run reads CIFAR-10 (``--dataset``'s non-default
-    choice): tiny batches in the standard format (conftest's writer)."""
+    choice): tiny batches in the standard format (conftest's writer); and it gives the
+    options whose default depends on the dataset."""
     folder = tmp_path / "data" / "cifar-10-batches-py"
     image_files.cifar(folder, [f"data_batch_{i}" for i in range(1, 6)], 8)
     image_files.cifar(folder, ["test_batch"], 16)
-    return ["--data-dir", str(tmp_path / "data")]
+    return ["--data-dir", str(tmp_path / "data"), "--batch-size", "8", "--num-samples", "12", "--ais-chains", "16",
+            "--ais-steps", "4"]
 
 
 # Further runs of an example, in the same process, for choices the runs above leave out.
 EXTRA_RUNS = {
     "images.py": [  # the first run trains a ResNetEnergy on CIFAR-10; here the noise-conditioned
-        # residual energy (recovery), the MLP baseline (DSM's noise-conditioned MLP) and --ais-steps 0
-        ["--energy", "resnet", "--strategy", "recovery", "dsm", "--ais-steps", "0"],
-        ["--energy", "mlp", "--strategy", "dsm", "particles", "--ais-steps", "0"],
+        # residual energy and the MLP baseline (DSM's noise-conditioned MLP) on the digits
+        ["--energy", "resnet", "--strategy", "recovery"],
+        ["--energy", "mlp", "--strategy", "dsm", "--ais-steps", "0"],
     ],
 }
 
@@ -264,8 +269,9 @@ def _checkpoint_folder(tmp_path, image_files) -> list[str]:
     return ["--checkpoint-dir", str(tmp_path / "checkpoints")]
 
 
-# Files an example's first run (every option given) reads, written into the test's folder.
-FIRST_RUN_FILES = {"images.py": _cifar10_folder, "multihost.py": _checkpoint_folder}
+# What an example's first run (every option given) needs beyond the options with a default:
+# files it reads, written into the test's folder, and values for options whose default is None.
+FIRST_RUN_ARGS = {"images.py": _cifar10_folder, "multihost.py": _checkpoint_folder}
 
 RESULT_CHECKS = {
     "images.py": _check_images,

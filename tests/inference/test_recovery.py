@@ -250,10 +250,12 @@ def test_pixels_far_beyond_the_ladders_scale_are_refused():
 
     model = eb.EBM(NoiseConditionedConvEnergy((1, 8, 8), channels=(4, 4), key=jax.random.key(0)))
     pixels = jnp.full((16, 1, 8, 8), 255.0)
-    with pytest.raises(ValueError, match=r"^data: .*data_scale=1 .*to_symmetric_range.*255"):
+    with pytest.raises(ValueError, match=r"^data: .*data_scale=1 .*to_symmetric_range.*root mean square of 255"):
         eb.fit(model, pixels, DiffusionRecoveryLikelihood(), num_steps=1, batch_size=4, key=jax.random.key(0))
-    # the same values are the data's scale when data_scale says so: no error at init
+    # the same values are the data's scale when data_scale says so: no error at init; nor are
+    # unit-scale data with a rare large value (whitened digits reach 20.9)
     DiffusionRecoveryLikelihood(data_scale=128.0).init(model, pixels, jax.random.key(0))
+    DiffusionRecoveryLikelihood().init(model, jnp.zeros((16, 1, 8, 8)).at[0, 0, 0, 0].set(25.0), jax.random.key(0))
 
 
 def test_the_divergence_guard_watches_the_level_zero_density():

@@ -277,7 +277,7 @@ def gaussian_images(x_train, n: int, key) -> jax.Array:
     return jnp.asarray(draws.reshape((n,) + x_train.shape[1:]), jnp.float32)
 
 
-def sample_metrics(samples, x_test, x_train, features, key) -> dict:
+def sample_metrics(samples, x_test, features, key) -> dict:
     """FD and KD in the classifier's features against the held-out images, how sure the
     classifier is of the samples, and the classes it sees."""
     samples = jnp.asarray(samples, jnp.float32)
@@ -343,7 +343,7 @@ def run(args, name: str, data: dict, features, s: dict) -> dict:
         samples = to_image(samples)
         if recipe.symmetric:
             samples = eb.datasets.from_symmetric_range(samples)[0]
-        metrics = sample_metrics(samples, data["x_test"], data["x_train"], features, k_metrics)
+        metrics = sample_metrics(samples, data["x_test"], features, k_metrics)
 
     bpd = None
     if s["ais_steps"] > 0:
@@ -394,9 +394,9 @@ def references(data: dict, features, s: dict, key) -> dict:
     k_pick, k_gauss, k_1, k_2 = jax.random.split(key, 4)
     n = min(s["num_samples"], data["x_train"].shape[0])
     train_pick = data["x_train"][jax.random.choice(k_pick, data["x_train"].shape[0], (n,), replace=False)]
-    return {"training images": sample_metrics(train_pick, data["x_test"], data["x_train"], features, k_1),
+    return {"training images": sample_metrics(train_pick, data["x_test"], features, k_1),
             "Gaussian fitted to the training images": sample_metrics(
-                gaussian_images(data["x_train"], n, k_gauss), data["x_test"], data["x_train"], features, k_2)}
+                gaussian_images(data["x_train"], n, k_gauss), data["x_test"], features, k_2)}
 
 
 def table(args, refs: dict, rows: list[dict], accuracy: float) -> str:

@@ -280,10 +280,9 @@ def gaussian_images(x_train, n: int, key) -> jax.Array:
 def sample_metrics(samples, x_test, features, key) -> dict:
     """FD and KD in the classifier's features against the held-out images, how sure the
     classifier is of the samples, and the classes it sees."""
-    samples = jnp.asarray(samples, jnp.float32)
-    if not bool(jnp.all(jnp.isfinite(samples))):
+    if samples is None or not bool(jnp.all(jnp.isfinite(jnp.asarray(samples)))):  # none drawn, or non-finite
         return dict(fd=math.nan, kd=math.nan, kd_std=math.nan, sure=math.nan, classes=[], finite=False)
-    samples = jnp.clip(samples, 0.0, 1.0)  # the pixel range, as saving the samples as images would
+    samples = jnp.clip(jnp.asarray(samples, jnp.float32), 0.0, 1.0)  # the pixel range, as saving them as images would
     subset = min(int(samples.shape[0]), int(x_test.shape[0]), 1000)
     kd = eb.evaluate.kernel_distance(samples, x_test, features=features, subset_size=subset, num_subsets=50, key=key)
     p = np.asarray(features.probabilities(samples))
@@ -337,15 +336,12 @@ def run(args, name: str, data: dict, features, s: dict) -> dict:
     else:
         samples = draw_samples(name, recipe, result, trained, s["num_samples"], k_sample, to_model(x_train), args.quick)
     sample_s = time.perf_counter() - t0
-    if samples is None:
-        metrics = dict(fd=math.nan, kd=math.nan, kd_std=math.nan, sure=math.nan, classes=[], finite=False)
-    else:
+    if samples is not None:
         samples = to_image(samples)
         if recipe.symmetric:
             samples = eb.datasets.from_symmetric_range(samples)[0]
-        metrics = sample_metrics(samples, data["x_test"], features, k_metrics)
+    metrics = sample_metrics(samples, data["x_test"], features, k_metrics)
 
-    bpd = None
     if s["ais_steps"] > 0:
         density = st.level_model(trained, 0) if name == "recovery" else trained
         t1 = time.perf_counter()

@@ -1,33 +1,39 @@
-r"""Checkpoints of a training run: each one a unit published by a rename, resumed exactly.
+r"""Checkpoints of a training run: each one a unit published by a rename, resumed exactly,
+with the arrays written and read by Orbax (``orbax-checkpoint``), on one process or many.
 
 Layout of ``checkpoint_dir``::
 
     step-00000100/          a complete checkpoint (only ever appears complete)
-        state.eqx           the training carry (parameters, optimizer and strategy state,
-                            EMA, step), Equinox's tree_serialise_leaves format, followed by
-                            one line ``declebm-history sha256 <hex>`` (format 2)
+        arrays/             the training carry's arrays (parameters, optimizer and strategy
+                            state, EMA, step), written by Orbax's StandardCheckpointer: with
+                            several processes each one writes the shards it holds
+        history.sha256      one line ``declebm-history sha256 <hex>``: the history's digest
         meta.json           step, history, the run's fingerprint, the size and sha256 of
-                            state.eqx and a checksum of meta.json's own content
+                            every other file, the carry's leaf specs and a checksum of
+                            meta.json's own content (format 3)
     step-00000200/          the newest one; the two newest are kept
     .tmp-<pid>-...          a checkpoint being written (or left by a killed writer:
                             removed at the next save or load once that process is gone)
 
-A checkpoint is written into a temporary folder (files fsync'd), renamed to
-``step-<step>`` (atomic on POSIX) and the parent folder fsync'd; only then are older
-ones removed. A kill at any instant leaves the newest complete checkpoint (or the one
-before) intact. On load, each checkpoint is verified (files present, sizes, sha256,
-checksum, every entry of meta.json present and of its type, a history of equal-length
-lists of numbers); a damaged newest one falls back to the previous complete one with a
-warning, and if none is intact the error names the damaged file. The run's fingerprint
-(``run_fingerprint``: strategy and hyperparameters, optimizer, key, data, model
-structure, batch size, EMA decay) must match the resuming call, otherwise a
-``ValueError`` names what changed.
+A checkpoint is written into a temporary folder (Orbax's arrays by every process, then
+the files fsync'd by process 0), renamed to ``step-<step>`` (atomic on POSIX) and the
+parent folder fsync'd; only then are older ones removed. A kill at any instant, of any
+process, leaves the newest complete checkpoint (or the one before) intact. On load, each
+checkpoint is verified (files present, sizes, sha256, checksum, every entry of meta.json
+present and of its type, a history of equal-length lists of numbers); a damaged newest
+one falls back to the previous complete one with a warning, and if none is intact the
+error names the damaged file. The run's fingerprint (``run_fingerprint``: strategy and
+hyperparameters, optimizer, key, data, model structure, batch size, EMA decay) must match
+the resuming call, otherwise a ``ValueError`` names what changed. The data's digest is
+the same however its rows are split over processes, and Orbax reads the arrays onto the
+resuming run's devices: a checkpoint resumes on another number of processes or devices.
 
-The history is covered twice: by meta.json's checksum, and by its sha256 at the end of
-state.eqx, whose own sha256 meta.json records. So an edit of the history that also
-recomputes meta.json's checksum (a tool rewriting meta.json) is still refused. Neither is
-a signature: whoever rewrites both files and every digest is not stopped. Checkpoints of
-format 1 (no history line in state.eqx) still resume, checked as they were then.
+The history is covered twice: by meta.json's checksum, and by history.sha256, whose own
+sha256 meta.json records. So an edit of the history that also recomputes meta.json's
+checksum (a tool rewriting meta.json) is still refused. Neither is a signature: whoever
+rewrites both files and every digest is not stopped. Checkpoints of formats 1 and 2 (the
+carry in one file, ``state.eqx``, in Equinox's format; format 2 with the history's
+digest as its last line) still resume, checked as they were then.
 """
 
 from __future__ import annotations
@@ -47,14 +53,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._ebm import trainable_filter
-from ._hosts import agree, gather_digests, gather_ints, host_copy, is_writer, local_rows, several
-from ._serialise import describe, fsync_dir, leaf_differences, leaf_specs, read_leaves, sha256_file, write_leaves
+from ._hosts import agree, gather_digests, gather_ints, is_writer, local_rows, several, share_text
+from ._serialise import (
+    canonical_tree,
+    describe,
+    from_canonical_tree,
+    fsync_dir,
+    leaf_differences,
+    leaf_specs,
+    read_leaves,
+    sha256_file,
+)
 
 FORMAT = "declebm-checkpoint"
-VERSION = 2
-_READS = (1, 2)  # format 1: no history line at the end of state.eqx
+VERSION = 3
+_READS = (1, 2, 3)  # 1: state.eqx without the history line; 2: state.eqx with it; 3: Orbax's arrays/
 KEEP = 2
-_STATE = "state.eqx"
+_STATE = "state.eqx"  # formats 1 and 2
+_ARRAYS = "arrays"
+_HISTORY = "history.sha256"
 _META = "meta.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _TMP = re.compile(r"^\.tmp-(\d+)-")
@@ -107,34 +124,78 @@ def check_checkpoint_dir(path: Any, *, resume: bool = False) -> str:
 # ---- what defines a run -----------------------------------------------------------------
 
 
-def _rows_fingerprint(arr: np.ndarray) -> dict:
-    """Shape, dtype and sha256 of ``arr`` (beyond ``_DATA_HASH_LIMIT`` bytes, of every k-th example)."""
-    out: dict[str, Any] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
-    if arr.nbytes > _DATA_HASH_LIMIT and arr.ndim >= 1 and arr.shape[0] > 1:
-        stride = int(np.ceil(arr.nbytes / _DATA_HASH_LIMIT))
-        arr = arr[::stride]
-        out["hashed"] = f"every {stride}th example"
-    out["sha256"] = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
-    return out
+def _stride(data: Any) -> int:
+    """Every how many examples the data's digests read (1 up to ``_DATA_HASH_LIMIT`` bytes)."""
+    nbytes = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
+    if nbytes > _DATA_HASH_LIMIT and len(data.shape) >= 1 and data.shape[0] > 1:
+        return int(np.ceil(nbytes / _DATA_HASH_LIMIT))
+    return 1
+
+
+def _rows_digest(indices: np.ndarray, rows: np.ndarray, stride: int) -> bytes:
+    r"""The exclusive or, over the rows :math:`x_i` whose global index :math:`i` is a
+    multiple of ``stride``, of :math:`\mathrm{sha256}(i \Vert \text{bytes of } x_i)`: a
+    digest of the whole array that any split of its rows over processes computes in parts
+    (each process the digest of its rows, then the exclusive or of the parts)."""
+    acc = np.zeros(32, np.uint8)
+    for i, row in zip(indices.tolist(), rows):
+        if i % stride == 0:
+            digest = hashlib.sha256(int(i).to_bytes(8, "little") + np.ascontiguousarray(row).tobytes()).digest()
+            acc ^= np.frombuffer(digest, np.uint8)
+    return acc.tobytes()
 
 
 def _data_fingerprint(data: Any) -> dict:
-    r"""The data's record in the run's fingerprint.
+    r"""The data's record in the run's fingerprint: shape, dtype and ``rows``, the digest of
+    its rows (``_rows_digest``; beyond ``_DATA_HASH_LIMIT`` bytes, of every k-th example,
+    said in ``hashed``), which is the same however the rows are split over processes, so a
+    run resumes on another number of processes.
 
-    With one process (or data that no other process holds a part of): shape, dtype and
-    sha256 of the whole array. With data spanning several processes' devices, no process
-    can read all of it: each one fingerprints the rows it holds (``local_rows``: those it
-    passed, or all of them when replicated), the digests
-    :math:`d_p = \mathrm{sha256}(\text{record}_p)` are gathered from every process, and the
-    record holds the global shape and dtype, every :math:`d_p` in process order
-    (``per_process``) and :math:`\mathrm{sha256}(d_0 \Vert d_1 \Vert \dots)`. So other rows
-    on any one process change the fingerprint, named by its index."""
-    if not (isinstance(data, jax.Array) and not data.is_fully_addressable):
-        return _rows_fingerprint(np.asarray(data))
-    mine = hashlib.sha256(json.dumps(_rows_fingerprint(local_rows(data)), sort_keys=True).encode()).digest()
-    digests = gather_digests(mine)
-    return {"shape": list(data.shape), "dtype": str(data.dtype), "processes": len(digests),
-            "per_process": [d.hex() for d in digests], "sha256": hashlib.sha256(b"".join(digests)).hexdigest()}
+    With one process (or data that no other process holds a part of), ``sha256`` of the
+    whole array too (the record of checkpoints before format 3). With the rows split over
+    several processes, no process can read all of them: each one digests the rows it holds,
+    the digests :math:`d_p` are gathered from every process (``per_process``, in process
+    order, so that other rows on one process are named by its index) and ``rows`` is
+    :math:`d_0 \oplus d_1 \oplus \dots`."""
+    stride = _stride(data)
+    out: dict[str, Any] = {"shape": [int(s) for s in data.shape], "dtype": str(data.dtype)}
+    if stride > 1:
+        out["hashed"] = f"every {stride}th example"
+    if isinstance(data, jax.Array) and not data.is_fully_addressable and not data.is_fully_replicated:
+        digests = gather_digests(_rows_digest(*local_rows(data), stride))
+        combined = np.zeros(32, np.uint8)
+        for d in digests:
+            combined ^= np.frombuffer(d, np.uint8)
+        out.update(rows=combined.tobytes().hex(), processes=len(digests), per_process=[d.hex() for d in digests])
+        return out
+    indices, rows = local_rows(data)  # replicated over processes: every process holds every row
+    out["rows"] = _rows_digest(indices, rows, stride).hex()
+    whole = rows[::stride] if stride > 1 else rows
+    out["sha256"] = hashlib.sha256(np.ascontiguousarray(whole).tobytes()).hexdigest()
+    return out
+
+
+def _comparable_data(saved: Any, current: Any) -> tuple[Any, Any]:
+    """Two data records reduced to what both can show: the per-process digests only when
+    both runs had as many processes, each digest (``rows``, ``sha256``) only when both
+    records hold it. Records with no digest in common differ."""
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        pairs = [_comparable_data(a, b) for a, b in zip(saved, current)]
+        return [a for a, _ in pairs], [b for _, b in pairs]
+    if not (isinstance(saved, dict) and isinstance(current, dict)):
+        return saved, current
+    saved, current = dict(saved), dict(current)
+    if saved.get("processes", 1) != current.get("processes", 1):
+        for record in (saved, current):
+            record.pop("processes", None)
+            record.pop("per_process", None)
+    for digest in ("rows", "sha256"):
+        if digest not in saved or digest not in current:
+            saved.pop(digest, None)
+            current.pop(digest, None)
+    if "rows" not in saved and "sha256" not in saved:
+        saved["digest"], current["digest"] = "sha256 of the whole array", "a digest of its rows"
+    return saved, current
 
 
 def _closure_values(fn: Any, depth: int = 0, seen: set | None = None) -> Any:
@@ -276,6 +337,9 @@ def _short(v: Any) -> str:
 def compare_runs(saved: dict, current: dict, directory: str) -> None:
     """Raise a ValueError naming what differs between a checkpoint's run and this call's."""
     diffs: list = []
+    if isinstance(saved, dict) and isinstance(current, dict) and "data" in saved and "data" in current:
+        saved, current = dict(saved), dict(current)
+        saved["data"], current["data"] = _comparable_data(saved["data"], current["data"])
     _differences(saved, current, "", diffs)
     if any(p.startswith(".model") for p, _, _ in diffs):
         # The optimizer's state and probe follow the model's structure: name the model only.
@@ -354,17 +418,6 @@ def _temp_name(directory: str, what: str) -> str:
     return os.path.join(directory, f".tmp-{os.getpid()}-{what}-{uuid.uuid4().hex[:8]}")
 
 
-class _HashingWriter:
-    def __init__(self, f):
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
-
-    def write(self, b) -> int:
-        b = bytes(b)
-        self.sha.update(b)
-        self.size += len(b)
-        return self.f.write(b)
-
-
 def _meta_checksum(meta: dict) -> str:
     body = {k: v for k, v in meta.items() if k != "checksum"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -395,9 +448,17 @@ def _meta_problem(meta: dict, mpath: str) -> str:
             return f"{mpath} has no {key!r} entry"
         if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
             return f"{mpath}: its {key!r} entry is {type(meta[key]).__name__}, expected {what}"
-    state = meta["files"].get(_STATE)
-    if not (isinstance(state, dict) and _is_number(state.get("bytes")) and isinstance(state.get("sha256"), str)):
-        return f"{mpath}: its 'files' entry does not record the size and sha256 of {_STATE}"
+    files = meta["files"]
+    for name, record in files.items():
+        if not (isinstance(record, dict) and _is_number(record.get("bytes")) and isinstance(record.get("sha256"), str)):
+            return f"{mpath}: its 'files' entry does not record the size and sha256 of {name}"
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+            return f"{mpath}: its 'files' entry names {name!r}, a path outside its checkpoint folder"
+    needed = [_STATE] if meta.get("version") in (1, 2) else [_HISTORY]
+    if any(n not in files for n in needed) or (meta.get("version") == 3 and not any(n.startswith(_ARRAYS + "/") for n in files)):
+        what = _STATE if meta.get("version") in (1, 2) else f"{_HISTORY} and the files of {_ARRAYS}/"
+        return f"{mpath}: its 'files' entry does not record the size and sha256 of {what}"
     lengths = set()
     for name, values in meta["history"].items():
         if not isinstance(values, list) or not all(_is_number(v) for v in values):
@@ -410,71 +471,159 @@ def _meta_problem(meta: dict, mpath: str) -> str:
     return ""
 
 
+def _stored_arrays(carry: Any) -> dict[str, Any]:
+    """The arrays of ``carry`` that Orbax writes, named by their index among the leaves of
+    ``canonical_tree(carry)`` (``"000003"``): PRNG keys as their key data, NumPy values and
+    Python numbers as NumPy arrays. Arrays of size 0 (no data; Orbax refuses them) and
+    leaves that are not arrays come back from the template."""
+    out = {}
+    for i, leaf in enumerate(jax.tree.leaves(canonical_tree(carry))):
+        if isinstance(leaf, jax.Array):
+            value = jax.random.key_data(leaf) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
+        elif isinstance(leaf, (np.ndarray, np.generic, bool, int, float, complex)):
+            value = np.asarray(leaf)
+        else:
+            continue
+        if value.size:
+            out[f"{i:06d}"] = value
+    return out
+
+
+def _restore_arrays(path: str, like: Any) -> Any:
+    """What ``_stored_arrays`` wrote in ``path``, read by Orbax into ``like``'s structure:
+    each array of ``like`` read onto its sharding (with several processes, each one reads
+    the shards it holds; a checkpoint of another number of devices or processes is read
+    onto this one's), NumPy values and numbers as NumPy values and numbers."""
+    import orbax.checkpoint as ocp
+
+    leaves, treedef = jax.tree.flatten(canonical_tree(like))
+    target: dict[str, Any] = {}
+    for i, leaf in enumerate(leaves):
+        if isinstance(leaf, jax.Array):
+            value = jax.random.key_data(leaf) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
+            if value.size:
+                target[f"{i:06d}"] = jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=value.sharding)
+        elif isinstance(leaf, (np.ndarray, np.generic, bool, int, float, complex)) and np.size(leaf):
+            target[f"{i:06d}"] = np.asarray(leaf)
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        read = checkpointer.restore(path, target) if target else {}
+    finally:
+        checkpointer.close()
+    out = []
+    for i, leaf in enumerate(leaves):
+        name = f"{i:06d}"
+        if name not in target:
+            out.append(leaf)
+        elif isinstance(leaf, jax.Array):
+            value = read[name]
+            out.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf))
+                       if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else value)
+        elif isinstance(leaf, (np.ndarray, np.generic)):
+            out.append(np.asarray(read[name], leaf.dtype).reshape(np.shape(leaf)))
+        else:
+            out.append(type(leaf)(np.asarray(read[name]).item()))
+    return from_canonical_tree(jax.tree.unflatten(treedef, out), like)
+
+
 def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run: dict, keep: int = KEEP) -> str:
     """Write the checkpoint of ``step`` as one unit and keep the ``keep`` newest.
 
-    With several processes (``jax.distributed``) every process calls it: the arrays split
-    over the processes (chains, buffers, particles) are gathered (``host_copy``), process 0
-    alone writes, and every process returns once the checkpoint is published (if process 0
+    The arrays are written by Orbax (``orbax.checkpoint.StandardCheckpointer``) into the
+    temporary folder's ``arrays/``; process 0 then records the size and sha256 of every
+    file, writes meta.json and publishes the folder with a rename. With several processes
+    (``jax.distributed``) every process calls it: process 0 makes the temporary folder and
+    shares its name, Orbax has every process write the shards it holds of the arrays split
+    over the processes (chains, buffers, particles; nothing is gathered) and the replicated
+    ones once, and every process returns once the checkpoint is published (if process 0
     fails, the others raise too). Returns the path of the published ``step-<step>`` folder."""
-    directory = os.fspath(directory)
-    if not several():
-        return _write_checkpoint(directory, carry, history, step=step, run=run, keep=keep)
-    carry = host_copy(carry)
-    what = f"checkpoint_dir: writing the checkpoint of step {int(step)} in {directory!r}"
-    if not is_writer():
-        agree(True, what)
-        return os.path.join(directory, f"step-{int(step):08d}")
+    import orbax.checkpoint as ocp
+
+    directory, step = os.fspath(directory), int(step)
+    what = f"checkpoint_dir: writing the checkpoint of step {step} in {directory!r}"
+    recorded = json.loads(json.dumps({k: np.asarray(v).tolist() for k, v in history.items()}))
+    arrays = _stored_arrays(carry)
+    tmp = None
+    if is_writer():
+        try:
+            os.makedirs(directory, exist_ok=True)
+            clean_temporaries(directory)
+            tmp = _temp_name(directory, f"step-{step}")
+            os.mkdir(tmp)
+        except BaseException:
+            share_text(None, what)
+            raise
+    tmp = share_text(tmp, what)
     try:
-        final = _write_checkpoint(directory, carry, history, step=step, run=run, keep=keep)
+        checkpointer = ocp.StandardCheckpointer()
+        try:
+            checkpointer.save(os.path.join(tmp, _ARRAYS), arrays)
+            checkpointer.wait_until_finished()
+        finally:
+            checkpointer.close()
+        _hook("arrays", tmp)
+        if not is_writer():
+            agree(True, what)
+            return os.path.join(directory, f"step-{step:08d}")
+        final = _publish(directory, tmp, step=step, run=run, history=recorded, specs=leaf_specs(carry), keep=keep)
     except BaseException:
-        agree(False, what)
+        if is_writer():
+            _remove(tmp)
+            agree(False, what)
         raise
     agree(True, what)
     return final
 
 
-def _write_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run: dict, keep: int) -> str:
-    os.makedirs(directory, exist_ok=True)
-    clean_temporaries(directory)
-    tmp = _temp_name(directory, f"step-{step}")
-    os.mkdir(tmp)
-    try:
-        with open(os.path.join(tmp, _STATE), "wb") as f:
-            w = _HashingWriter(f)
-            write_leaves(w, carry)
-            recorded = json.loads(json.dumps({k: np.asarray(v).tolist() for k, v in history.items()}))
-            w.write(_history_line(recorded))
-            f.flush()
-            os.fsync(f.fileno())
-        meta = {
-            "format": FORMAT,
-            "version": VERSION,
-            "step": int(step),
-            "run": run,
-            "history": recorded,
-            "files": {_STATE: {"bytes": w.size, "sha256": w.sha.hexdigest()}},
-            "carry": leaf_specs(carry),
-        }
-        meta["checksum"] = _meta_checksum(meta)
-        with open(os.path.join(tmp, _META), "w") as f:
-            json.dump(meta, f)
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(tmp)
-        _hook("written", tmp)
-        final = os.path.join(directory, f"step-{int(step):08d}")
-        if os.path.exists(final):  # the same step again (e.g. saved on interrupt): swap
-            aside = _temp_name(directory, "replaced")
-            os.rename(final, aside)
-            os.rename(tmp, final)
-            _remove(aside)
-        else:
-            os.rename(tmp, final)
-        fsync_dir(directory)
-    except BaseException:
-        _remove(tmp)
-        raise
+def _file_records(folder: str) -> dict[str, dict]:
+    """``{path relative to folder: {"bytes": size, "sha256": digest}}`` of every file under
+    ``folder`` (each one fsync'd, and every folder, as it is read)."""
+    out = {}
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            with open(full, "rb") as f:
+                os.fsync(f.fileno())
+            size, digest = sha256_file(full)
+            out[os.path.relpath(full, folder).replace(os.sep, "/")] = {"bytes": size, "sha256": digest}
+        fsync_dir(root)
+    return out
+
+
+def _publish(directory: str, tmp: str, *, step: int, run: dict, history: dict, specs: list, keep: int) -> str:
+    """Process 0's part of a save, once the arrays are in ``tmp``: the history's digest,
+    meta.json (every file's size and sha256, its own checksum), the rename into place and
+    the retirement of older checkpoints."""
+    with open(os.path.join(tmp, _HISTORY), "wb") as f:
+        f.write(_history_line(history))
+        f.flush()
+        os.fsync(f.fileno())
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": step,
+        "run": run,
+        "history": history,
+        "files": _file_records(tmp),
+        "carry": specs,
+    }
+    meta["checksum"] = _meta_checksum(meta)
+    with open(os.path.join(tmp, _META), "w") as f:
+        json.dump(meta, f)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(tmp)
+    _hook("written", tmp)
+    final = os.path.join(directory, f"step-{step:08d}")
+    if os.path.exists(final):  # the same step again (e.g. saved on interrupt): swap
+        aside = _temp_name(directory, "replaced")
+        os.rename(final, aside)
+        os.rename(tmp, final)
+        _remove(aside)
+    else:
+        os.rename(tmp, final)
+    fsync_dir(directory)
     _hook("published", final)
     # Older than the newest `keep`, or newer than this one (a damaged or abandoned later
     # checkpoint that resume fell back from).
@@ -520,62 +669,77 @@ def _verify(path: str) -> tuple[dict | None, str]:
     m = _STEP_DIR.match(os.path.basename(path))
     if m is None or int(m.group(1)) != meta.get("step"):
         return None, f"{mpath} records step {meta.get('step')}, its folder is {os.path.basename(path)}"
-    if not os.path.isfile(spath):
-        return None, f"{spath} is missing"
-    size, digest = sha256_file(spath)
-    expected = meta["files"][_STATE]
-    if size != expected["bytes"]:
-        return None, f"{spath} is truncated or damaged ({size} bytes, {expected['bytes']} expected)"
-    if digest != expected["sha256"]:
-        return None, f"{spath} is corrupt (its sha256 does not match the one in {_META})"
-    if meta["version"] >= 2:
-        with open(spath, "rb") as f:
-            f.seek(max(size - _HISTORY_LINE_BYTES, 0))
+    for name, expected in sorted(meta["files"].items(), key=lambda kv: (kv[0] != _STATE, kv[0])):
+        fpath = os.path.join(path, *name.split("/"))
+        if not os.path.isfile(fpath):
+            return None, f"{fpath} is missing"
+        size, digest = sha256_file(fpath)
+        if size != expected["bytes"]:
+            return None, f"{fpath} is truncated or damaged ({size} bytes, {expected['bytes']} expected)"
+        if digest != expected["sha256"]:
+            return None, f"{fpath} is corrupt (its sha256 does not match the one in {_META})"
+    if meta["version"] >= 2:  # the history's digest: the last line of state.eqx, or history.sha256
+        hpath = spath if meta["version"] == 2 else os.path.join(path, _HISTORY)
+        with open(hpath, "rb") as f:
+            f.seek(max(os.path.getsize(hpath) - _HISTORY_LINE_BYTES, 0))
             line = f.read()
         if line != _history_line(meta["history"]):
+            where = f"at the end of {spath}" if meta["version"] == 2 else f"in {hpath}"
             return None, (
-                f"{mpath}: its history does not match the one recorded at the end of {spath} "
+                f"{mpath}: its history does not match the one recorded {where} "
                 f"(the history was edited after the checkpoint was written)"
             )
     return meta, ""
 
 
 def load_checkpoint(directory: str, like: Any, *, run: dict, num_steps: int) -> tuple[Any, dict] | None:
-    """The newest intact checkpoint in ``directory`` read into the structure of ``like``,
-    with its history; ``None`` when the folder holds no checkpoint.
+    """The newest intact checkpoint in ``directory`` read into the structure of ``like``
+    (each array onto the sharding of ``like``'s), with its history; ``None`` when the
+    folder holds no checkpoint.
 
     Raises ``ValueError`` when the checkpoint was written by a different run (naming what
     changed), when ``num_steps`` is below its step, or when every checkpoint is damaged
     (naming the file). A damaged newest checkpoint with an intact older one gives a
     warning and the older one.
 
-    With several processes, every one reads the checkpoint (``checkpoint_dir`` must be a
-    folder they share), and they check that they all found the same step: otherwise a
-    ``ValueError`` names what each one found. A process whose read fails raises its error
-    after that check, the others the mismatch, so that none waits for the others forever."""
-    if not several():
-        return _load_checkpoint(directory, like, run=run, num_steps=num_steps)
+    With several processes, every one finds and checks the checkpoint (``checkpoint_dir``
+    must be a folder they share), and they check that they all found the same step before
+    any reads it: otherwise a ``ValueError`` names what each one found. A process whose
+    check fails raises its error after that, the others the mismatch, so that none waits
+    for the others forever. The checkpoint may come from any number of processes and
+    devices: Orbax reads onto this run's."""
+    directory = os.fspath(directory)
     try:
-        loaded, error = _load_checkpoint(directory, like, run=run, num_steps=num_steps), None
+        found, error = _find(directory, like, run=run, num_steps=num_steps), None
     except Exception as e:  # noqa: BLE001 -- re-raised once every process has reported
-        loaded, error = None, e
-    mine = -2 if error is not None else -1 if loaded is None else int(loaded[0].step)
-    found = gather_ints(mine)
+        found, error = None, e
+    if several():
+        steps = gather_ints(-2 if error is not None else -1 if found is None else found[0])
+        if error is None and len(set(steps)) > 1:
+            seen = {-2: "an error", -1: "no checkpoint"}
+            error = ValueError(
+                f"checkpoint_dir: the processes found different checkpoints in {directory!r} ("
+                + ", ".join(f"process {i}: {seen.get(s, f'step {s}')}" for i, s in enumerate(steps))
+                + "); with several processes, checkpoint_dir must be one folder that every process reads "
+                "(a shared file system)"
+            )
     if error is not None:
         raise error
-    if len(set(found)) > 1:
-        seen = {-2: "an error", -1: "no checkpoint"}
-        raise ValueError(
-            f"checkpoint_dir: the processes found different checkpoints in {os.fspath(directory)!r} ("
-            + ", ".join(f"process {i}: {seen.get(s, f'step {s}')}" for i, s in enumerate(found))
-            + "); with several processes, checkpoint_dir must be one folder that every process reads "
-            "(a shared file system)"
-        )
-    return loaded
+    if found is None:
+        return None
+    step, path, meta = found
+    carry = _read_state(path, meta, like)
+    # A kill between publishing a checkpoint and retiring the oldest leaves one too many:
+    # a resume keeps the promise of the `KEEP` newest (the damaged newer ones stay until
+    # the next save replaces them).
+    if is_writer():
+        _retire(directory, step, KEEP, newer=False)
+    return carry, {k: np.asarray(v) for k, v in meta["history"].items()}
 
 
-def _load_checkpoint(directory: str, like: Any, *, run: dict, num_steps: int) -> tuple[Any, dict] | None:
-    directory = os.fspath(directory)
+def _find(directory: str, like: Any, *, run: dict, num_steps: int) -> tuple[int, str, dict] | None:
+    """``(step, path, meta)`` of the newest intact checkpoint, checked against this call
+    (its run, ``num_steps``, the structure of ``like``); ``None`` when there is none."""
     if is_writer():  # with several processes, every one reads; process 0 alone tidies
         clean_temporaries(directory)
     candidates = _complete_steps(directory)
@@ -597,22 +761,17 @@ def _load_checkpoint(directory: str, like: Any, *, run: dict, num_steps: int) ->
             warnings.warn(
                 f"resume: the newest checkpoint is damaged ({'; '.join(r for _, r in damaged)}); "
                 f"resuming from the previous complete checkpoint {path} (step {step})",
-                stacklevel=3,
+                stacklevel=4,
             )
-        loaded = _read(path, meta, like, run=run, num_steps=num_steps, directory=directory)
-        # A kill between publishing a checkpoint and retiring the oldest leaves one too many:
-        # a resume keeps the promise of the `KEEP` newest (the damaged newer ones stay until
-        # the next save replaces them).
-        if is_writer():
-            _retire(directory, step, KEEP, newer=False)
-        return loaded
+        _check(path, meta, like, run=run, num_steps=num_steps, directory=directory)
+        return step, path, meta
     raise ValueError(
         f"resume: every checkpoint in {directory!r} is damaged: {'; '.join(r for _, r in damaged)}. "
         f"Remove the folder to start over, or restore it from a backup."
     )
 
 
-def _read(path: str, meta: dict, like: Any, *, run: dict, num_steps: int, directory: str) -> tuple[Any, dict]:
+def _check(path: str, meta: dict, like: Any, *, run: dict, num_steps: int, directory: str) -> None:
     compare_runs(meta["run"], run, directory)
     step = int(meta["step"])
     if num_steps < step:
@@ -620,21 +779,27 @@ def _read(path: str, meta: dict, like: Any, *, run: dict, num_steps: int, direct
             f"num_steps: {num_steps} is below the step {step} of the checkpoint in {directory!r}; a resumed run "
             f"cannot go back. Pass num_steps >= {step}, or start a new run in another checkpoint_dir."
         )
-    spath = os.path.join(path, _STATE)
     differences = leaf_differences(meta["carry"], like)
     if differences:
+        where = os.path.join(path, _STATE if meta["version"] < 3 else _ARRAYS)
         raise ValueError(
-            f"resume: {spath} holds a training state of another structure than this call's: "
+            f"resume: {where} holds a training state of another structure than this call's: "
             + "; ".join(differences).replace("template", "this call")
         )
-    try:
-        with open(spath, "rb") as f:
-            carry = read_leaves(f, like, meta["carry"])
-    except Exception as e:  # noqa: BLE001 -- re-raised with the file named
-        raise ValueError(f"resume: cannot read {spath} ({type(e).__name__}: {e})") from e
-    saved_step = getattr(carry, "step", None)
-    if saved_step is not None and int(saved_step) != step:
-        raise ValueError(f"resume: {spath} holds step {int(saved_step)}, its {_META} says {step}")
-    history = {k: np.asarray(v) for k, v in meta["history"].items()}
-    return carry, history
 
+
+def _read_state(path: str, meta: dict, like: Any) -> Any:
+    """The training carry of an intact checkpoint (``_find``), read into ``like``."""
+    where = os.path.join(path, _STATE if meta["version"] < 3 else _ARRAYS)
+    try:
+        if meta["version"] < 3:
+            with open(where, "rb") as f:
+                carry = read_leaves(f, like, meta["carry"])
+        else:
+            carry = _restore_arrays(where, like)
+    except Exception as e:  # noqa: BLE001 -- re-raised with the file named
+        raise ValueError(f"resume: cannot read {where} ({type(e).__name__}: {e})") from e
+    saved_step = getattr(carry, "step", None)
+    if saved_step is not None and int(saved_step) != int(meta["step"]):
+        raise ValueError(f"resume: {where} holds step {int(saved_step)}, its {_META} says {meta['step']}")
+    return carry

@@ -57,18 +57,21 @@ def host_copy(tree: Any) -> Any:
     return jax.tree.unflatten(treedef, out)
 
 
-def local_rows(x: Any) -> np.ndarray:
-    r"""The rows of ``x`` this process holds: its addressable shards, each distinct block
-    once, in the order of their first index (for data split over the devices, the rows this
-    process passed; for replicated data, all of it). The whole array when ``x`` is not a
-    global array."""
+def local_rows(x: Any) -> tuple[np.ndarray, np.ndarray]:
+    r"""``(indices, rows)``: the rows of ``x`` this process holds, with their indices in the
+    global array: its addressable shards, each distinct block once, in the order of their
+    first index (for data split over the devices, the rows this process passed; for
+    replicated data, all of it). All rows when ``x`` is not a global array."""
     if not _global(x):
-        return np.asarray(x)
+        rows = np.asarray(x)
+        return np.arange(rows.shape[0]), rows
     blocks: dict[tuple, np.ndarray] = {}
     for shard in x.addressable_shards:
         index = tuple((s.start or 0, s.stop) for s in shard.index)
         blocks.setdefault(index, np.asarray(shard.data))
-    return np.concatenate([blocks[k] for k in sorted(blocks)], axis=0) if len(blocks) > 1 else next(iter(blocks.values()))
+    order = sorted(blocks)
+    indices = np.concatenate([np.arange(k[0][0], k[0][0] + blocks[k].shape[0]) for k in order])
+    return indices, np.concatenate([blocks[k] for k in order], axis=0)
 
 
 def gather_digests(digest: bytes) -> list[bytes]:
@@ -96,6 +99,28 @@ def agree(ok: bool, what: str) -> None:
     flag = multihost_utils.broadcast_one_to_all(np.int32(1 if ok else 0))
     if not int(flag) and not is_writer():
         raise RuntimeError(f"{what}: process 0 failed to do it (its error says why); this process stops too")
+
+
+def share_text(text: str | None, what: str, limit: int = 4096) -> str:
+    """Process 0's ``text`` on every process (a barrier, like ``agree``): process 0 passes
+    the text, or ``None`` when it failed to make it (then the others raise a
+    ``RuntimeError`` naming ``what``); the others' ``text`` is ignored. Every process must
+    call it. With one process, ``text`` itself."""
+    if not several():
+        return text  # type: ignore[return-value]
+    raw = np.zeros(limit + 1, np.uint8)
+    if is_writer() and text is not None:
+        encoded = text.encode()
+        if len(encoded) > limit:
+            raise ValueError(f"{what}: the text to share has {len(encoded)} bytes, more than {limit}")
+        raw[0] = 1
+        raw[1:1 + len(encoded)] = np.frombuffer(encoded, np.uint8)
+    shared = np.asarray(multihost_utils.broadcast_one_to_all(raw), np.uint8)
+    if not shared[0]:
+        if is_writer():
+            return text  # type: ignore[return-value]  -- None: the caller raises its own error
+        raise RuntimeError(f"{what}: process 0 failed to do it (its error says why); this process stops too")
+    return bytes(shared[1:]).rstrip(b"\0").decode()
 
 
 def put(tree: Any, shardings: Any) -> Any:

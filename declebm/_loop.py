@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from ._checkpoint import save_checkpoint
+from ._hosts import is_writer
 from ._guard import DivergenceGuard, Probe
 from ._progress import Progress
 from ._train_step import Carry, StepSpec, check_same_signature, host_scalar, run_chunk, signature
@@ -122,9 +123,11 @@ class _Guard:
 
     def note(self, message: str, stacklevel: int = 4) -> None:
         """Report ``message`` whatever the progress mode: a ``RuntimeWarning`` (pointing at
-        the caller of ``fit``) and a line of ``FitResult.warnings``."""
+        the caller of ``fit``; with several processes, on process 0 only) and a line of
+        ``FitResult.warnings`` (on every process)."""
         self.warnings.append(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
+        if is_writer():
+            warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
 
     def finish(self) -> None:
         """After training: say so when the model ends far worse than a Gaussian fitted to the

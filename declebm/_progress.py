@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+from ._hosts import is_writer
+
 
 def _in_notebook() -> bool:
     shell = sys.modules.get("IPython")
@@ -26,9 +28,13 @@ class Progress:
     ``mode``: ``"bar"`` (``tqdm.auto``: a terminal bar, or a widget in Jupyter), ``"log"``
     (one line about every 10% of the run or every 30 s, for files and CI), ``"off"``, or
     ``"auto"``: a bar when stderr is a terminal or in a notebook, log lines otherwise.
+    With several processes (``jax.distributed``), only process 0 reports: every other
+    one is ``"off"``.
     """
 
     def __init__(self, num_steps: int, mode: str, *, initial: int = 0, log_every_s: float = 30.0):
+        if not is_writer():
+            mode = "off"
         if mode == "auto":
             mode = "bar" if (sys.stderr.isatty() or _in_notebook()) else "log"
         self.mode, self.num_steps, self.log_every_s = mode, num_steps, log_every_s

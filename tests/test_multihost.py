@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow  # two processes joined through jax.distributed: `
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multihost_worker.py")
 
 
-def _launch(mode: str, directory, n: int = 2) -> list[dict]:
-    """Run the worker in ``n`` processes joined over loopback; each one's record."""
+def _launch(mode: str, directory, n: int = 2, *, logs_out: list | None = None) -> list[dict]:
+    """Run the worker in ``n`` processes joined over loopback; each one's record (and,
+    into ``logs``, each one's stderr)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -36,13 +37,19 @@ def _launch(mode: str, directory, n: int = 2) -> list[dict]:
                 p.kill()
     for p, (_, err) in zip(procs, logs):
         assert p.returncode == 0, err[-3000:]
+    if logs_out is not None:
+        logs_out.extend(err for _, err in logs)
     return [json.load(open(o)) for o in outs]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     directory = tmp_path_factory.mktemp("multihost")
-    return directory, _launch("train", directory)
+    logs: list = []
+    records = _launch("train", directory, logs_out=logs)
+    for r, log in zip(records, logs):
+        r["stderr"] = log
+    return directory, records
 
 
 def test_two_processes_checkpoint_and_resume(trained):
@@ -89,6 +96,93 @@ def test_two_processes_resume_from_different_folders_refused(trained):
     for r in records:
         assert r["error"] is not None and r["error"].startswith("ValueError: checkpoint_dir: the processes found"), r
         assert "process 0: step 9, process 1: no checkpoint" in r["error"], r["error"]
+
+
+def test_two_processes_sample_with_the_chains_split_over_them(trained):
+    """``sample(..., devices=jax.devices())`` over two processes: each one holds its half of
+    the chains, equal to the same chains sampled on one device."""
+    _, records = trained
+    for me, r in enumerate(records):
+        reference = np.asarray(r["sample"]["reference"])
+        np.testing.assert_allclose(np.asarray(r["sample"]["mine"]), reference[32 * me:32 * (me + 1)], rtol=1e-5, atol=1e-6)
+
+
+def test_progress_is_reported_by_process_0_only(trained):
+    _, records = trained
+    logs = [r["stderr"].split("--- progress ---", 1)[1] for r in records]
+    assert "[declebm] step 6/6" in logs[0]
+    assert "[declebm] step" not in logs[1], logs[1][-2000:]
+
+
+def _kill_inside_a_write(mode: str, directory) -> None:
+    """Launch the worker's ``mode`` in two processes; once one of them stops inside the write
+    of step 6's checkpoint, ``kill -9`` both."""
+    import signal
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, WORKER, f"127.0.0.1:{port}", "2", str(i), mode, str(directory),
+                               os.path.join(str(directory), f"{mode}-{i}.json")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        deadline = time.monotonic() + 240
+        while not os.path.exists(os.path.join(str(directory), "inside")) and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in procs), [p.stderr.read()[-2000:] for p in procs if p.poll() is not None]
+            time.sleep(0.05)
+        assert os.path.exists(os.path.join(str(directory), "inside")), "no process reached the instant in 240 s"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+            p.stderr.close()
+
+
+@pytest.mark.parametrize("mode", ["kill-arrays", "kill-written"])
+def test_two_processes_killed_inside_a_checkpoint_write_resume_exactly(tmp_path, trained, mode):
+    """``kill -9`` of both processes inside the write of a checkpoint (after Orbax wrote the
+    arrays of both; after process 0 wrote everything, before the rename) leaves the previous
+    checkpoint, from which two processes resume and finish bit-identical to an
+    uninterrupted run."""
+    _, records = trained
+    _kill_inside_a_write(mode, tmp_path)
+    assert _checkpoints(tmp_path / "ckpt") == [3]
+    assert any(n.startswith(".tmp-") for n in os.listdir(tmp_path / "ckpt"))  # the write it was killed in
+    resumed = _launch("resume", tmp_path)
+    for me, r in enumerate(resumed):
+        assert "error" not in r, (me, r.get("traceback"))
+        assert r["resumed_from"] == 3
+        assert r["model"] == records[me]["straight"]["model"]
+        assert r["chains"] == records[me]["straight"]["chains"]
+    assert _checkpoints(tmp_path / "ckpt") == [3, 9]
+    assert not any(n.startswith(".tmp-") for n in os.listdir(tmp_path / "ckpt"))  # tidied by the resume
+
+
+def test_a_checkpoint_of_two_processes_resumes_in_one_process(trained):
+    """The checkpoint of step 9 written by two processes (one device each) resumes in one
+    process that passes both processes' rows. Orbax reads the state onto that process's
+    devices: on one device as on two, the model is the two processes' and the chains are
+    both processes' chains in process order, bit for bit. On two devices (the same split of
+    the chains and of the rows) the run then finishes bit-identical to the uninterrupted
+    two-process run; on one device each step draws its batch from all rows instead of each
+    device's own (README, "Many hosts"), so it trains on, on other batches."""
+    directory, records = trained
+    for devices in (2, 1):
+        (r,) = _launch(f"single{devices}", directory, n=1)
+        assert "error" not in r, r.get("traceback")
+        assert r["resumed_from"] == 9 and r["devices"] == devices
+        assert r["restored"]["model"] == records[0]["resumed"]["model"]
+        both = [a + b for a, b in zip(records[0]["resumed"]["chains"], records[1]["resumed"]["chains"])]
+        mine = r["restored"]["chains"]  # the first device's chains: all 64 on one device, 32 on two
+        assert mine == (both if devices == 1 else records[0]["resumed"]["chains"])
+        if devices == 2:
+            assert r["model"] == records[0]["straight12"]["model"]
+            assert r["chains"] == records[0]["straight12"]["chains"]
+        else:
+            assert all(np.isfinite(np.asarray(x)).all() for x in r["model"])
 
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "multihost.py")

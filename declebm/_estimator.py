@@ -147,8 +147,10 @@ class AbstractLogZEstimator(eqx.Module):
     Contract: ``estimate(model, key, *, data=None, **kwargs) -> LogZEstimate``, where
     ``model`` has ``log_prob_unnorm(x)`` for one example (an ``EBM``) and ``data``
     (optional, ``(n, *event_shape)``) may be used to fit the starting density or to
-    start reverse chains. Estimators hold only hyperparameters. Implementations live in
-    ``declebm.inference`` (``AIS``, ``SMC``).
+    start reverse chains. ``evaluate.log_z(devices=...)`` also passes ``chains_sharding``
+    (a ``NamedSharding`` that splits a leading chain axis over the devices) to split the
+    chains over devices and processes. Estimators hold only hyperparameters.
+    Implementations live in ``declebm.inference`` (``AIS``, ``SMC``).
     """
 
     def __repr__(self) -> str:

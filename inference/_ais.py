@@ -30,6 +30,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractLogZEstimator, AbstractSampler, LogZEstimate
 from declebm._checks import check_examples, check_positive
+from declebm._hosts import host_copy
 from declebm._estimator import (
     dead_replicates_check,
     reliability,
@@ -44,6 +45,7 @@ from ._annealing import (
     AnnealedTarget,
     WhitenedGaussian,
     check_kernel,
+    check_chains_sharding,
     draw_start,
     integrability_checks,
     per_example_density,
@@ -246,12 +248,12 @@ def anneal(
 
 @eqx.filter_jit
 def _run_ais(target, kernel, betas, num_chains, num_replicates, event_shape, key, num_mcmc_steps, reverse_start,
-             precondition, adapt_step_size):
+             precondition, adapt_step_size, chains_sharding=None):
     k_start, k_fwd, k_rev = jax.random.split(key, 3)
     per = num_chains // num_replicates
 
     def replicate(k_s, k_f):
-        x0 = draw_start(target.base, per, event_shape, k_s)
+        x0 = draw_start(target.base, per, event_shape, k_s, chains_sharding)
         out = anneal(target, kernel, betas, x0, k_f, num_mcmc_steps, precondition, adapt_step_size)
         out["start_positions"] = x0
         return out
@@ -266,7 +268,7 @@ def _run_ais(target, kernel, betas, num_chains, num_replicates, event_shape, key
 
 
 def pilot_start(model, base, kernel, schedule, num_steps, num_chains, event_shape, precondition, num_mcmc_steps,
-                adapt_step_size, key):
+                adapt_step_size, key, chains_sharding=None):
     r"""A start density from a pilot run: AIS from ``base`` (the standard normal) over
     ``num_steps`` temperatures with the transitions preconditioned from the population,
     then a Gaussian fitted to where its chains end (full covariance for vectors, diagonal
@@ -276,9 +278,9 @@ def pilot_start(model, base, kernel, schedule, num_steps, num_chains, event_shap
     pilot_betas = annealing_schedule(schedule, num_steps)
     out = _run_ais(
         AnnealedTarget(model, base), kernel, jnp.asarray(pilot_betas, jnp.result_type(float)), num_chains, 1,
-        event_shape, jax.random.fold_in(key, 1), num_mcmc_steps, None, precondition, adapt_step_size,
+        event_shape, jax.random.fold_in(key, 1), num_mcmc_steps, None, precondition, adapt_step_size, chains_sharding,
     )
-    x = out["positions"].reshape((-1,) + tuple(event_shape))
+    x = host_copy(out["positions"]).reshape((-1,) + tuple(event_shape))
     finite = np.asarray(jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1))
     if finite.sum() < 2:
         return base
@@ -452,10 +454,14 @@ class AIS(AbstractLogZEstimator):
         *,
         data: Float[Array, "n *event"] | None = None,
         exact_samples: Float[Array, "m *event"] | None = None,
+        chains_sharding: Any = None,
         **kwargs,
     ) -> LogZEstimate:
-        """Run AIS (and reverse AIS if ``reverse``) on ``model``; see the class docstring."""
+        """Run AIS (and reverse AIS if ``reverse``) on ``model``; see the class docstring.
+        ``chains_sharding`` (``evaluate.log_z(devices=...)``) splits each replicate's chains
+        over its devices; the per-chain results come back whole to every process."""
         model, data, event_shape, base = prepare("AIS", model, data, self.base, kwargs)
+        check_chains_sharding(chains_sharding, self.num_chains // self.num_replicates, "the chains per replicate")
         k_rev_start, k_run = jax.random.split(key)
         rev_x, rev_kind = self._reverse_start(model, data, exact_samples, event_shape, k_rev_start)
         betas_np = self.betas
@@ -466,12 +472,13 @@ class AIS(AbstractLogZEstimator):
         start = "given" if self.base is not None else "model.base" if model.base is not None else (
             "data" if data is not None else "standard normal")
         if self.pilot and start == "standard normal":
-            base, start = self._pilot_start(model, base, betas_np, per, event_shape, kind, k_run), "pilot"
+            base, start = self._pilot_start(model, base, betas_np, per, event_shape, kind, k_run, chains_sharding), "pilot"
         fixed = start_scale(base, size) if self.precondition else None
         out = _run_ais(
             AnnealedTarget(model, base), self.kernel, betas, per * self.num_replicates, self.num_replicates,
-            event_shape, k_run, self.num_mcmc_steps, rev_x, fixed, self.adapt_step_size,
+            event_shape, k_run, self.num_mcmc_steps, rev_x, fixed, self.adapt_step_size, chains_sharding,
         )
+        out = host_copy(out)  # with several processes: the chains of all of them, on every one
         if bool(out["nan"].any()) or bool(out.get("reverse_nan", False)):
             raise ValueError(
                 "model: its energy is NaN at positions the AIS chains reached, so it is not a density there; "
@@ -507,11 +514,12 @@ class AIS(AbstractLogZEstimator):
             log_z_lower=log_z, log_z_upper=upper, gap=gap, reliable=reliable, warnings=said,
         )
 
-    def _pilot_start(self, model, base, betas, per, event_shape, kind, key):
+    def _pilot_start(self, model, base, betas, per, event_shape, kind, key, chains_sharding=None):
         num = max(20, (len(betas) - 1) // 4)
         schedule = self.schedule if isinstance(self.schedule, str) else "sigmoid"
         return pilot_start(model, base, self.kernel, schedule, num, per * self.num_replicates, event_shape,
-                           kind if self.precondition else None, self.num_mcmc_steps, self.adapt_step_size, key)
+                           kind if self.precondition else None, self.num_mcmc_steps, self.adapt_step_size, key,
+                           chains_sharding)
 
     def _checks(self, model, log_z, ess, acceptance, betas, rep_log_z, rep_weight_se, out, gap, stderr):
         """``(failed, sentence)`` for each reliability check of a run (see ``LogZEstimate``)."""

@@ -165,10 +165,25 @@ def start_density(base: Any, model: EBM, data: Array | None, event_shape: tuple[
     return per_example_density(base)
 
 
-def draw_start(base: Any, num: int, event_shape: tuple[int, ...], key) -> Float[Array, "n *event"]:
-    """``num`` exact draws of the start density, shaped ``(num, *event_shape)``."""
+def draw_start(
+    base: Any, num: int, event_shape: tuple[int, ...], key, sharding: Any = None
+) -> Float[Array, "n *event"]:
+    """``num`` exact draws of the start density, shaped ``(num, *event_shape)``; with
+    ``sharding`` (``evaluate.log_z(devices=...)``), split over its devices along the chains
+    (the same draws: JAX's random bits do not depend on the split), so the compiler runs
+    each device's chains there."""
     x = base.sample(key, (num,))
-    return jnp.reshape(x, (num,) + tuple(event_shape)).astype(jnp.result_type(float))
+    x = jnp.reshape(x, (num,) + tuple(event_shape)).astype(jnp.result_type(float))
+    return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+
+
+def check_chains_sharding(sharding: Any, num: int, what: str) -> None:
+    """``sharding``'s devices must divide ``num`` chains (``what`` names the setting)."""
+    if sharding is None:
+        return
+    n = len(sharding.device_set)
+    if num % n:
+        raise ValueError(f"devices: {n} devices do not divide {what} ({num}); use a multiple of {n}")
 
 
 def integrability_checks(

@@ -23,6 +23,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from declebm import AbstractLogZEstimator, AbstractSampler, LogZEstimate
+from declebm._hosts import host_copy
 from declebm._checks import check_positive, check_probability
 from declebm._estimator import (
     dead_replicates_check,
@@ -33,11 +34,12 @@ from declebm._estimator import (
 )
 
 from ._ais import pilot_start, preconditioner_kind
-from ._annealing import AnnealedTarget, check_kernel, draw_start, integrability_checks, prepare
+from ._annealing import AnnealedTarget, check_chains_sharding, check_kernel, draw_start, integrability_checks, prepare
 from ._samplers import MALA
 
 
-def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_steps, max_num_steps, key):
+def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_steps, max_num_steps, key,
+             chains_sharding=None):
     """One adaptive tempered SMC run in a ``lax.while_loop`` until ``b`` reaches 1.
     Returns ``(log Z, final log weights, steps taken, final b, b per step, acceptance per step,
     NaN seen, start particles, final particles)``."""
@@ -59,7 +61,7 @@ def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_st
         num_mcmc_steps=num_mcmc_steps,
     )
     k_start, k_run = jax.random.split(key)
-    start = draw_start(target.base, num_particles, event_shape, k_start)
+    start = draw_start(target.base, num_particles, event_shape, k_start, chains_sharding)
     state = smc.init(start)
     dtype = jnp.result_type(float)
     state = state._replace(tempering_param=jnp.zeros((), dtype))
@@ -89,10 +91,12 @@ def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_st
 
 
 @eqx.filter_jit
-def _run_smc(target, kernel, num_particles, event_shape, target_ess, num_mcmc_steps, max_num_steps, num_runs, key):
+def _run_smc(target, kernel, num_particles, event_shape, target_ess, num_mcmc_steps, max_num_steps, num_runs, key,
+             chains_sharding=None):
     keys = jax.random.split(key, num_runs)
     return jax.vmap(
-        lambda k: _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_steps, max_num_steps, k)
+        lambda k: _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_steps, max_num_steps, k,
+                           chains_sharding)
     )(keys)
 
 
@@ -144,21 +148,28 @@ class SMC(AbstractLogZEstimator):
             raise TypeError(f"pilot: expected True or False, got {self.pilot!r}")
 
     def estimate(
-        self, model: Any, key: PRNGKeyArray, *, data: Float[Array, "n *event"] | None = None, **kwargs
+        self, model: Any, key: PRNGKeyArray, *, data: Float[Array, "n *event"] | None = None,
+        chains_sharding: Any = None, **kwargs
     ) -> LogZEstimate:
-        """Run ``num_runs`` SMC runs on ``model``; see the class docstring."""
+        """Run ``num_runs`` SMC runs on ``model``; see the class docstring. ``chains_sharding``
+        (``evaluate.log_z(devices=...)``) splits each run's particles over its devices; the
+        per-particle results come back whole to every process."""
         model, data, event_shape, base = prepare("SMC", model, data, self.base, kwargs)
+        check_chains_sharding(chains_sharding, self.num_particles, "num_particles")
         start = "given" if self.base is not None else "model.base" if model.base is not None else (
             "data" if data is not None else "standard normal")
         if self.pilot and start == "standard normal":
             size, chains = int(np.prod(event_shape)), self.num_particles * self.num_runs
             base = pilot_start(model, base, self.kernel, "sigmoid", 250, chains, event_shape,
-                               preconditioner_kind("auto", chains, size), 1, True, jax.random.fold_in(key, 7))
+                               preconditioner_kind("auto", chains, size), 1, True, jax.random.fold_in(key, 7),
+                               chains_sharding)
             start = "pilot"
         log_zs, log_w, num_steps, final_beta, betas, acceptance, nan, start_x, particles = _run_smc(
             AnnealedTarget(model, base), self.kernel, self.num_particles, event_shape, float(self.target_ess),
-            self.num_mcmc_steps, self.max_num_steps, self.num_runs, key,
+            self.num_mcmc_steps, self.max_num_steps, self.num_runs, key, chains_sharding,
         )
+        log_zs, log_w, num_steps, final_beta, betas, acceptance, nan, start_x, particles = host_copy(
+            (log_zs, log_w, num_steps, final_beta, betas, acceptance, nan, start_x, particles))
         if bool(jnp.any(nan)):
             raise ValueError(
                 "model: its energy is NaN at positions the SMC particles reached, so it is not a density there; "

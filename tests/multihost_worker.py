@@ -8,8 +8,9 @@ Each process joins ``jax.distributed`` (gloo over loopback), draws its own rows 
 ``train``  a 6-step run writing checkpoints in DIR/ckpt, resumed in the same process to 9
            steps, an uninterrupted 9-step run for reference, and ``declebm.save`` of the
            result (called on every process, counting its file writes) to DIR/model.eqx.
-           Also a 12-step uninterrupted run, ``sample`` with the chains split over the
-           processes, and the progress log on stderr.
+           Also a 12-step uninterrupted run, ``sample``, ``evaluate.log_z`` (AIS, SMC) and
+           ``log_likelihood`` with the chains split over the processes, and the progress
+           log on stderr.
 ``other``  resume DIR/ckpt where process 1 passes other rows: the refusal is recorded.
 ``apart``  resume where process 1 names another (empty) folder than process 0.
 ``kill-arrays``, ``kill-written``  the 9-step run of ``train`` writing checkpoints in
@@ -86,6 +87,20 @@ def main():
                           devices=jax.devices())
             reference = eb.sample(resumed.model, Langevin(0.01), num_steps=5, num_samples=64, key=jax.random.key(3))
             record["sample"] = {"mine": host(x)[0], "reference": np.asarray(reference).tolist()}
+            from declebm.inference import AIS, SMC
+            from declebm.models import MixtureEnergy
+
+            mixture = eb.EBM(MixtureEnergy(np.array([[-2.0, 0.0], [2.0, 1.0]]), np.array([[1.0, 0.5], [0.7, 1.0]]),
+                                           weights=np.array([0.3, 0.7])), event_shape=(2,))
+            record["log_z"] = {}
+            for est in (AIS(num_chains=64, num_steps=50), SMC(num_particles=64, num_runs=4)):
+                split_est = eb.evaluate.log_z(mixture, est, key=jax.random.key(1), devices=jax.devices())
+                one = eb.evaluate.log_z(mixture, est, key=jax.random.key(1))
+                record["log_z"][type(est).__name__] = [[float(e.log_z), float(e.stderr), e.reliable]
+                                                       for e in (split_est, one)]
+            ll = eb.evaluate.log_likelihood(mixture, rows[0], AIS(num_chains=64, num_steps=50), key=jax.random.key(2),
+                                            devices=jax.devices())
+            record["log_likelihood"] = [float(ll.log_likelihood), float(ll.log_z.log_z)]
             sys.stderr.write("--- progress ---\n")
             eb.fit(model, local, num_steps=6, **dict(kwargs, progress="log"))
         elif mode.startswith("kill"):

@@ -4,6 +4,7 @@ parameters to rounding, really sharded,
 checkpoints resume on another device count, bad devices refused."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -92,6 +93,21 @@ WORKER = textwrap.dedent(
     x8 = eb.sample(full.model, MALA(0.1), num_samples=64, num_steps=20, key=jax.random.key(3), devices=jax.devices())
     out["sample_diff"] = float(abs(np.asarray(x1) - np.asarray(x8)).max())
     out["sample_split"] = len(x8.sharding.device_set) == 8 and not x8.sharding.is_fully_replicated
+
+    # log Z with the chains split over the devices (AIS: each replicate's 64; SMC: each run's).
+    from declebm.inference import AIS, SMC
+    from declebm.models import MixtureEnergy
+    mixture = eb.EBM(MixtureEnergy(jnp.array([[-2.0, 0.0], [2.0, 1.0]]), jnp.array([[1.0, 0.5], [0.7, 1.0]]),
+                                   weights=jnp.array([0.3, 0.7])), event_shape=(2,))
+    out["log_z"] = {}
+    for est in (AIS(num_chains=512, num_steps=50), SMC(num_particles=64, num_runs=4)):
+        one, eight = (eb.evaluate.log_z(mixture, est, key=jax.random.key(1), devices=d) for d in (None, jax.devices()))
+        out["log_z"][type(est).__name__] = [[float(e.log_z), float(e.stderr), e.reliable] for e in (one, eight)]
+    try:
+        eb.evaluate.log_z(mixture, AIS(num_chains=512, num_steps=50), key=jax.random.key(1), devices=jax.devices()[:3])
+        out["log_z_indivisible"] = "no error"
+    except ValueError as e:
+        out["log_z_indivisible"] = str(e)
 
     # Rows of the data split over the devices instead of copied.
     r = train(PersistentCD(Langevin(0.05), steps=3), jax.devices(), shard_data=True)
@@ -184,6 +200,16 @@ def test_checkpoint_from_eight_devices_resumes_on_two(eight_devices):
 
 def test_sample_splits_chains(eight_devices):
     assert eight_devices["sample_split"] and eight_devices["sample_diff"] < 1e-4
+
+
+def test_log_z_splits_chains(eight_devices):
+    """``evaluate.log_z(devices=...)``: 8 devices against 1, the same draws, reliable and
+    within 4 combined standard errors (an accept/reject within rounding of its uniform can
+    flip, so not bit for bit); a device count that does not divide the chains is refused."""
+    for name, (one, eight) in eight_devices["log_z"].items():
+        assert one[2] and eight[2], (name, one, eight)
+        assert abs(one[0] - eight[0]) < 4 * math.hypot(one[1], eight[1]), (name, one, eight)
+    assert eight_devices["log_z_indivisible"].startswith("devices: 3 devices do not divide the chains per replicate (64)")
 
 
 def test_shard_data_trains(eight_devices):

@@ -250,7 +250,7 @@ def test_the_guard_sees_an_absurd_density(name):
     assert nll < 7.0, nll
 
 
-def test_a_density_that_misses_the_data_is_reported():
+def test_a_density_that_misses_the_data_is_reported(monkeypatch, capsys):
     # NCE's noise N(100, 0.01) becomes the base: the classification is trivial from the first
     # step (loss 3e-4) and the density stays 1e7 nats from the data; nothing diverges, and
     # the run used to end without a word. It ends with a warning now.
@@ -261,6 +261,23 @@ def test_a_density_that_misses_the_data_is_reported():
                    batch_size=128, key=jax.random.key(2), progress=False)
     assert len(r.warnings) == 1 and "NCE's noise" in r.warnings[0] and "misses the data" in r.warnings[0]
     assert any(w.filename == __file__ for w in caught)
+    # On a process other than 0 of several (jax.distributed) the same run warns nothing and
+    # reports no progress (process 0 does both); FitResult.warnings still lists it.
+    import warnings
+
+    import declebm._loop
+    import declebm._progress
+
+    for module in (declebm._loop, declebm._progress):
+        monkeypatch.setattr(module, "is_writer", lambda: False)
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = eb.fit(eb.EBM(MLPEnergy(2, 32, 2, key=jax.random.key(1))), data, strategy, num_steps=200,
+                   batch_size=128, key=jax.random.key(2), progress="log")
+    assert len(r.warnings) == 1 and not [w for w in caught if "[declebm]" in str(w.message)]
+    assert "[declebm]" not in capsys.readouterr().err
+    monkeypatch.undo()
     # A healthy run says nothing.
     r = eb.fit(eb.EBM(MLPEnergy(2, 32, 2, key=jax.random.key(1))), data, NCE(), num_steps=200, batch_size=128,
                key=jax.random.key(2), progress=False)

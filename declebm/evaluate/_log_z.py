@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_examples, check_key
+from .._devices import make_mesh, replicate_model, split
 from .._ebm import EBM
 from .._estimator import AbstractLogZEstimator, LogZEstimate
 from ._grid import _log_prob_unnorm
@@ -80,8 +81,19 @@ def _check_model_and_data(model: Any, estimator: Any, data: Any) -> tuple[EBM, A
     return model, x
 
 
+def _on_devices(model: EBM, devices: Any, kwargs: dict) -> EBM:
+    """With ``devices``: the model on every device, and the estimator told to split its
+    chains over them (``chains_sharding``)."""
+    mesh = make_mesh(devices)
+    if mesh is None:
+        return model
+    kwargs["chains_sharding"] = split(mesh)
+    return replicate_model(model, mesh)
+
+
 def log_z(
-    model: EBM, estimator: AbstractLogZEstimator, *, key: PRNGKeyArray, data: Any = None, **kwargs
+    model: EBM, estimator: AbstractLogZEstimator, *, key: PRNGKeyArray, data: Any = None, devices: Any = None,
+    **kwargs
 ) -> LogZEstimate:
     r"""Estimate ``log Z = log \int p~(x) dx`` of ``model`` with ``estimator``.
 
@@ -92,17 +104,23 @@ def log_z(
         key: a ``jax.random.key``.
         data: optional examples ``(n, *event_shape)``; the estimator may fit its starting
             density to them (when the model has no base) or start reverse chains there.
+        devices: a list of devices or a one-axis ``Mesh`` named ``"data"``, as for ``fit``
+            and ``sample``: the chains (AIS's per replicate, SMC's particles per run, a
+            multiple of the device count) are split over them, also over several processes
+            (``jax.distributed``; every process calls it with the same arguments and gets
+            the whole estimate). The same key gives the same draws on any number of devices.
         **kwargs: passed to ``estimator.estimate`` (e.g. ``exact_samples=`` for AIS).
 
     Returns a ``LogZEstimate`` (``log_z``, ``stderr``, ``ess``, bounds).
     """
     model, x = _check_model_and_data(model, estimator, data)
     check_key(key)
+    model = _on_devices(model, devices, kwargs)
     return estimator.estimate(model, key, data=x, **kwargs)
 
 
 def log_likelihood(
-    model: EBM, data: Any, estimator: AbstractLogZEstimator, *, key: PRNGKeyArray, **kwargs
+    model: EBM, data: Any, estimator: AbstractLogZEstimator, *, key: PRNGKeyArray, devices: Any = None, **kwargs
 ) -> LogLikelihoodEstimate:
     r"""Mean log-likelihood of ``data`` (nats per example, higher is better) with
     ``log Z`` from ``estimator``, and both stochastic bounds when the estimator runs in
@@ -119,7 +137,7 @@ def log_likelihood(
         raise ValueError("data: expected an array of examples (num_examples, *event_shape), got None")
     model, x = _check_model_and_data(model, estimator, data)
     check_key(key)
-    est = estimator.estimate(model, key, data=x, **kwargs)
+    est = estimator.estimate(_on_devices(model, devices, kwargs), key, data=x, **kwargs)
     log_p = _log_prob_unnorm(model, x)
     mean_log_p = jnp.mean(log_p)
     n = log_p.shape[0]

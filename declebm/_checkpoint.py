@@ -507,7 +507,7 @@ def _restore_arrays(path: str, like: Any) -> Any:
             target[f"{i:06d}"] = np.asarray(leaf)
     checkpointer = ocp.StandardCheckpointer()
     try:
-        read = checkpointer.restore(path, target) if target else {}
+        read = checkpointer.restore(os.path.abspath(path), target) if target else {}
     finally:
         checkpointer.close()
     out = []
@@ -557,7 +557,7 @@ def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run
     try:
         checkpointer = ocp.StandardCheckpointer()
         try:
-            checkpointer.save(os.path.join(tmp, _ARRAYS), arrays)
+            checkpointer.save(os.path.abspath(os.path.join(tmp, _ARRAYS)), arrays)  # Orbax takes absolute paths
             checkpointer.wait_until_finished()
         finally:
             checkpointer.close()

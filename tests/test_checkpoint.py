@@ -87,6 +87,13 @@ def test_a_resume_after_a_kill_between_publishing_and_retiring_keeps_the_two_new
     assert int(carry.step) == 30 and _entries(tmp_path) == ["step-00000020", "step-00000030"]
 
 
+def test_a_relative_checkpoint_dir_saves_and_loads(tmp_path, run, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _save("runs/ckpt", [10, 20], run)
+    carry, _ = load_checkpoint("runs/ckpt", _carry(0), run=run, num_steps=100)
+    assert int(carry.step) == 20 and _entries(tmp_path / "runs" / "ckpt") == ["step-00000010", "step-00000020"]
+
+
 def test_saving_the_same_step_again_replaces_it(tmp_path, run):
     _save(tmp_path, [10, 20, 20], run)
     assert _entries(tmp_path) == ["step-00000010", "step-00000020"]

@@ -1,39 +1,51 @@
-r"""Checkpoints of a training run: each one a unit published by a rename, resumed exactly,
-with the arrays written and read by Orbax (``orbax-checkpoint``), on one process or many.
+r"""Checkpoints of a training run: each one a unit published by a rename, resumed exactly;
+with several processes the arrays are written and read by Orbax (``orbax-checkpoint``).
 
 Layout of ``checkpoint_dir``::
 
     step-00000100/          a complete checkpoint (only ever appears complete)
-        arrays/             the training carry's arrays (parameters, optimizer and strategy
-                            state, EMA, step), written by Orbax's StandardCheckpointer: with
-                            several processes each one writes the shards it holds
-        history.sha256      one line ``declebm-history sha256 <hex>``: the history's digest
+        state.eqx           one process (format 2): the training carry (parameters,
+                            optimizer and strategy state, EMA, step) in Equinox's
+                            tree_serialise_leaves format, then one line
+                            ``declebm-history sha256 <hex>``
+        arrays/             several processes (format 3): the carry's arrays, written by
+                            Orbax's StandardCheckpointer, each process writing the shards
+                            it holds
+        history.sha256      (format 3) the line ``declebm-history sha256 <hex>``
         meta.json           step, history, the run's fingerprint, the size and sha256 of
                             every other file, the carry's leaf specs and a checksum of
-                            meta.json's own content (format 3)
+                            meta.json's own content
     step-00000200/          the newest one; the two newest are kept
     .tmp-<pid>-...          a checkpoint being written (or left by a killed writer:
                             removed at the next save or load once that process is gone)
 
-A checkpoint is written into a temporary folder (Orbax's arrays by every process, then
-the files fsync'd by process 0), renamed to ``step-<step>`` (atomic on POSIX) and the
-parent folder fsync'd; only then are older ones removed. A kill at any instant, of any
-process, leaves the newest complete checkpoint (or the one before) intact. On load, each
-checkpoint is verified (files present, sizes, sha256, checksum, every entry of meta.json
-present and of its type, a history of equal-length lists of numbers); a damaged newest
-one falls back to the previous complete one with a warning, and if none is intact the
-error names the damaged file. The run's fingerprint (``run_fingerprint``: strategy and
-hyperparameters, optimizer, key, data, model structure, batch size, EMA decay) must match
-the resuming call, otherwise a ``ValueError`` names what changed. The data's digest is
-the same however its rows are split over processes, and Orbax reads the arrays onto the
-resuming run's devices: a checkpoint resumes on another number of processes or devices.
+Why two formats: a single process holds every shard and needs nothing of Orbax, and with
+Orbax loaded in the process, jaxlib 0.10.2 segfaulted inside XLA compilations of other
+programs (three full test-suite runs of three, each in one pytest worker that had written
+checkpoints through Orbax; none before). So a single process writes one file and loads
+Orbax only to read a checkpoint of several processes.
 
-The history is covered twice: by meta.json's checksum, and by history.sha256, whose own
-sha256 meta.json records. So an edit of the history that also recomputes meta.json's
-checksum (a tool rewriting meta.json) is still refused. Neither is a signature: whoever
-rewrites both files and every digest is not stopped. Checkpoints of formats 1 and 2 (the
-carry in one file, ``state.eqx``, in Equinox's format; format 2 with the history's
-digest as its last line) still resume, checked as they were then.
+A checkpoint is written into a temporary folder (with several processes, Orbax's arrays
+by every process), its files fsync'd by process 0, renamed to ``step-<step>`` (atomic on
+POSIX) and the parent folder fsync'd; only then are older ones removed. A kill at any
+instant, of any process, leaves the newest complete checkpoint (or the one before)
+intact. On load, each checkpoint is verified (files present, sizes, sha256, checksum,
+every entry of meta.json present and of its type, a history of equal-length lists of
+numbers); a damaged newest one falls back to the previous complete one with a warning,
+and if none is intact the error names the damaged file. The run's fingerprint
+(``run_fingerprint``: strategy and hyperparameters, optimizer, key, data, model
+structure, batch size, EMA decay) must match the resuming call, otherwise a
+``ValueError`` names what changed. The data's digest is the same however its rows are
+split over processes, and the arrays are read onto the resuming run's devices (Orbax's
+restore with its shardings; a whole ``state.eqx`` placed by ``_devices.place``): a
+checkpoint resumes on another number of processes or devices.
+
+The history is covered twice: by meta.json's checksum, and by its digest at the end of
+state.eqx (or in history.sha256), whose sha256 meta.json records. So an edit of the
+history that also recomputes meta.json's checksum (a tool rewriting meta.json) is still
+refused. Neither is a signature: whoever rewrites both files and every digest is not
+stopped. Checkpoints of format 1 (no history line in state.eqx) still resume, checked as
+they were then.
 """
 
 from __future__ import annotations
@@ -63,10 +75,10 @@ from ._serialise import (
     leaf_specs,
     read_leaves,
     sha256_file,
+    write_leaves,
 )
 
 FORMAT = "declebm-checkpoint"
-VERSION = 3
 _READS = (1, 2, 3)  # 1: state.eqx without the history line; 2: state.eqx with it; 3: Orbax's arrays/
 KEEP = 2
 _STATE = "state.eqx"  # formats 1 and 2
@@ -537,11 +549,28 @@ def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run
     over the processes (chains, buffers, particles; nothing is gathered) and the replicated
     ones once, and every process returns once the checkpoint is published (if process 0
     fails, the others raise too). Returns the path of the published ``step-<step>`` folder."""
-    import orbax.checkpoint as ocp
-
     directory, step = os.fspath(directory), int(step)
     what = f"checkpoint_dir: writing the checkpoint of step {step} in {directory!r}"
     recorded = json.loads(json.dumps({k: np.asarray(v).tolist() for k, v in history.items()}))
+    if not several():  # one process holds every shard: one file (format 2), Orbax not loaded
+        os.makedirs(directory, exist_ok=True)
+        clean_temporaries(directory)
+        tmp = _temp_name(directory, f"step-{step}")
+        os.mkdir(tmp)
+        try:
+            with open(os.path.join(tmp, _STATE), "wb") as f:
+                write_leaves(f, carry)
+                f.write(_history_line(recorded))
+                f.flush()
+                os.fsync(f.fileno())
+            return _publish(directory, tmp, step=step, run=run, history=recorded, specs=leaf_specs(carry), keep=keep,
+                            version=2)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+    import orbax.checkpoint as ocp
+
     arrays = _stored_arrays(carry)
     tmp = None
     if is_writer():
@@ -565,7 +594,8 @@ def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run
         if not is_writer():
             agree(True, what)
             return os.path.join(directory, f"step-{step:08d}")
-        final = _publish(directory, tmp, step=step, run=run, history=recorded, specs=leaf_specs(carry), keep=keep)
+        final = _publish(directory, tmp, step=step, run=run, history=recorded, specs=leaf_specs(carry), keep=keep,
+                         version=3)
     except BaseException:
         if is_writer():
             _remove(tmp)
@@ -591,17 +621,20 @@ def _file_records(folder: str) -> dict[str, dict]:
     return out
 
 
-def _publish(directory: str, tmp: str, *, step: int, run: dict, history: dict, specs: list, keep: int) -> str:
-    """Process 0's part of a save, once the arrays are in ``tmp``: the history's digest,
-    meta.json (every file's size and sha256, its own checksum), the rename into place and
-    the retirement of older checkpoints."""
-    with open(os.path.join(tmp, _HISTORY), "wb") as f:
-        f.write(_history_line(history))
-        f.flush()
-        os.fsync(f.fileno())
+def _publish(directory: str, tmp: str, *, step: int, run: dict, history: dict, specs: list, keep: int,
+             version: int) -> str:
+    """Process 0's part of a save, once the carry is in ``tmp``: the history's digest (its
+    own file in format 3; format 2 ends state.eqx with it), meta.json (every file's size
+    and sha256, its own checksum), the rename into place and the retirement of older
+    checkpoints."""
+    if version == 3:
+        with open(os.path.join(tmp, _HISTORY), "wb") as f:
+            f.write(_history_line(history))
+            f.flush()
+            os.fsync(f.fileno())
     meta = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": version,
         "step": step,
         "run": run,
         "history": history,

@@ -1,12 +1,14 @@
 import os
 
 # No persistent compilation cache. Until stop 28 the suite shared one (.jax_cache/, programs
-# that compiled in over 0.5 s); with Orbax in the process (checkpoints, from stop 29), two
-# fresh-clone runs of two each had one pytest worker segfault in jaxlib 0.10.2's
-# ``executable.serialize()``, inside the cache write (``put_executable_and_time``), in a
-# fit chunk of a test that writes no checkpoint. Without the cache nothing serialises an
-# executable. (Nor XLA's --xla_backend_optimization_level=0: it compiles faster, but
-# jaxlib 0.10.2 segfaulted in compilation or in the cache write in three runs of three.)
+# that compiled in over 0.5 s). At stop 29, with Orbax loaded in-process by the checkpoint
+# tests, three fresh-clone runs of three had one pytest worker segfault, twice in jaxlib
+# 0.10.2's ``executable.serialize()`` (the cache write) and once in XLA compilation itself;
+# a single process no longer loads Orbax (declebm/_checkpoint.py). Without the cache the
+# suite ran at the same pace (85% of the tests in 20 min either way), and nothing
+# serialises an executable. (Nor XLA's --xla_backend_optimization_level=0: it compiles
+# faster, but jaxlib 0.10.2 segfaulted in compilation or in the cache write in three runs
+# of three.)
 os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 # Every Python subprocess a test starts (``python -c ...``, examples, benchmarks, workers)

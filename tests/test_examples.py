@@ -136,7 +136,7 @@ def test_example_runs_for_every_strategy(path, tmp_path, image_files):
     for j, extra in enumerate(EXTRA_RUNS.get(os.path.basename(path), [])):
         out = str(tmp_path / f"extra{j}")
         runs.append((["--steps", STEPS, "--seed", "0", "--quick", "--out", out, *extra], out))
-    env = dict(os.environ, MPLBACKEND="Agg")  # with the suite's compilation cache (conftest.py)
+    env = dict(os.environ, MPLBACKEND="Agg")
     proc = subprocess.run([sys.executable, "-c", _DRIVER, path, json.dumps(runs)], cwd=str(tmp_path), env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{os.path.basename(path)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"

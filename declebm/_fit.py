@@ -18,6 +18,7 @@ from ._devices import (
     check_divides, check_state_divides, make_mesh, place, replicate_model, replicated, split, state_shardings,
 )
 from ._ebm import EBM, check_energy, trainable_filter
+from ._programs import make_room_for_programs
 from ._guard import DivergenceGuard, draw_probe
 from ._loop import TrainingDivergedError, train_loop
 from ._strategy import AbstractStrategy
@@ -245,6 +246,7 @@ def fit(
         callbacks=callbacks, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
         resume=resume, divergence_guard=divergence_guard,
     )
+    make_room_for_programs()
     mesh = make_mesh(devices)
     if shard_data is None:
         shard_data = mesh is not None and jax.process_count() > 1

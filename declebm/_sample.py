@@ -13,6 +13,7 @@ from ._checks import check_examples, check_key, check_positive, float_dtype_of, 
 from ._devices import check_divides, make_mesh, place, replicate_model, split
 from ._diagnostics import ChainDiagnostics, chain_diagnostics, check_trace_every, run_with_trace
 from ._ebm import EBM, check_energy
+from ._programs import make_room_for_programs
 from ._sampler import AbstractSampler, SamplerInfo
 
 
@@ -117,6 +118,7 @@ def sample(
         raise TypeError(f"sampler: expected a sampler such as MALA(step_size=...), got {type(sampler).__name__}")
     check_positive(num_steps, "num_steps", integer=True)
     check_key(key)
+    make_room_for_programs()
     model = strong_dtypes(model)
     k_init, k_run = jax.random.split(key)
     if init is None:

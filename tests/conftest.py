@@ -1,14 +1,17 @@
 import os
 
-# No persistent compilation cache. Until stop 28 the suite shared one (.jax_cache/, programs
-# that compiled in over 0.5 s). At stop 29, with Orbax loaded in-process by the checkpoint
-# tests, three fresh-clone runs of three had one pytest worker segfault, twice in jaxlib
-# 0.10.2's ``executable.serialize()`` (the cache write) and once in XLA compilation itself;
-# a single process no longer loads Orbax (declebm/_checkpoint.py). Without the cache the
-# suite ran at the same pace (85% of the tests in 20 min either way), and nothing
-# serialises an executable. (Nor XLA's --xla_backend_optimization_level=0: it compiles
-# faster, but jaxlib 0.10.2 segfaulted in compilation or in the cache write in three runs
-# of three.)
+# Compilation, not running, is most of the suite's time, and the tests' programs are small:
+# LLVM's optimisation level 0 compiles them faster (a fit of a new shape 6.6 -> 3.9 s),
+# though convolutions then run up to 4x slower (the few tests that train a conv net for
+# hundreds of steps keep it small). Set before JAX starts its backend, in the environment
+# so that every subprocess a test starts (examples, benchmarks, workers) inherits it; a
+# test that sets XLA_FLAGS for a subprocess appends to this value. (At stops 27 and 29 a
+# worker died inside XLA compilation in every full run, with and without this level: the
+# workers ran out of memory mappings, see _room_for_compiled_programs below.)
+os.environ["XLA_FLAGS"] = " ".join(
+    f for f in (os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0") if f)
+# No persistent compilation cache: the suite ran at the same pace without it, and nothing
+# serialises an executable; JAX_COMPILATION_CACHE_DIR, if you set one, is left out.
 os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 # Every Python subprocess a test starts (``python -c ...``, examples, benchmarks, workers)
@@ -61,6 +64,21 @@ def trace_counts():
     """``(wrap, counts)``: ``wrap(strategy)`` counts its traces into ``counts`` (reset here)."""
     _TRACES.clear()
     return types.SimpleNamespace(wrap=CountingStrategy, counts=_TRACES)
+
+
+# ---- room for compiled programs in a pytest worker ---------------------------------------
+from declebm._programs import make_room_for_programs  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _room_for_compiled_programs():
+    """A pytest worker compiles thousands of programs, and XLA:CPU keeps each one's code in
+    memory mappings of its own; at Linux's cap (vm.max_map_count, 65530) the next compilation
+    kills the worker (at stop 29, one worker of every full run segfaulted inside XLA
+    compilation, around its 60,000th mapping). Between tests, past half the cap, the compiled
+    programs are freed, below the 75% at which fit and sample do it with a warning."""
+    yield
+    make_room_for_programs(0.5, warn=False)
 
 
 # ---- tiny image files in the standard formats, written by an independent writer ---------

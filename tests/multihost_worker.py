@@ -34,7 +34,8 @@ import time
 import traceback
 
 if sys.argv[4].startswith("single"):  # one process holding as many devices as asked
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={sys.argv[4][len('single'):]}"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={sys.argv[4][len('single'):]}")
 
 import jax  # noqa: E402
 

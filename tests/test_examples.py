@@ -22,9 +22,8 @@ without editing this file. Per example, ONE subprocess runs the script as ``__ma
 (``runpy``, the real command line) once per ``--strategy`` choice, in fresh ``--out``
 folders; the first run also gives every other option explicitly (a non-default choice
 for options with choices, the default value for options with a non-None default, every
-flag), so each advertised option is parsed and used at least once. The subprocesses share
-the suite's persistent compilation cache (tests/conftest.py puts it in the environment they
-inherit).
+flag), so each advertised option is parsed and used at least once. The subprocesses
+inherit the suite's XLA flags (tests/conftest.py puts them in the environment).
 """
 
 from __future__ import annotations

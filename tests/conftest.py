@@ -75,7 +75,7 @@ def _room_for_compiled_programs():
     """A pytest worker compiles thousands of programs, and XLA:CPU keeps each one's code in
     memory mappings of its own; at Linux's cap (vm.max_map_count, 65530) the next compilation
     kills the worker (at stop 29, one worker of every full run segfaulted inside XLA
-    compilation, around its 60,000th mapping). Between tests, past half the cap, the compiled
+    compilation). Between tests, past half the cap, the compiled
     programs are freed, below the 75% at which fit and sample do it with a warning."""
     yield
     make_room_for_programs(0.5, warn=False)

@@ -94,6 +94,7 @@ def test_a_relative_checkpoint_dir_saves_and_loads(tmp_path, run, monkeypatch):
     assert int(carry.step) == 20 and _entries(tmp_path / "runs" / "ckpt") == ["step-00000010", "step-00000020"]
 
 
+@pytest.mark.slow
 def test_one_process_writes_one_file_and_never_loads_orbax(tmp_path):
     """A single process writes state.eqx (format 2) and does not import Orbax, which is
     loaded only with several processes (with it in the process, jaxlib 0.10.2 segfaulted

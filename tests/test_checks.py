@@ -304,6 +304,7 @@ def test_optional_terms_are_static_switches():
 
 # ---- item 18: float64 end to end -------------------------------------------------------
 
+@pytest.mark.slow
 def test_float64_end_to_end():
     # jax.enable_x64 is a context manager: x64 stays off for the rest of the suite.
     # On today's code CD with Langevin, sample from a float64 init and long_run failed with

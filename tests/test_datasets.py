@@ -75,6 +75,7 @@ def test_mode_fraction_of_8gaussians_sees_the_modes():
         eb.datasets.toy_mode_fraction("8gaussians", x[:, :1])
 
 
+@pytest.mark.slow
 def test_toy_sample_metrics_see_the_modes_that_the_median_bandwidth_cannot():
     key = jax.random.key(0)
     test = eb.datasets.toy("8gaussians", 2000, key=key)

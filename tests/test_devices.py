@@ -175,6 +175,7 @@ def test_eight_devices_match_one(eight_devices, name):
     assert eight_devices[name]["params_replicated"]
 
 
+@pytest.mark.slow
 def test_the_random_numbers_do_not_depend_on_the_device_count(eight_devices):
     # Chain i's keys come from the step's key and i, not from its device; the batch indices
     # from the step's key; the mean acceptance the step-size adaptation reads is the same.
@@ -184,6 +185,7 @@ def test_the_random_numbers_do_not_depend_on_the_device_count(eight_devices):
     assert eight_devices["coin_energy_data_rel"] < 1e-5, eight_devices["coin_energy_data_rel"]
 
 
+@pytest.mark.slow
 def test_metropolis_decisions_agree_while_the_parameters_do(eight_devices):
     # XLA compiles each device's share of the chains on its own, which rounds differently
     # (measured: 1e-6 on positions after 40 updates of 5 MALA steps); a flipped accept/reject
@@ -191,18 +193,22 @@ def test_metropolis_decisions_agree_while_the_parameters_do(eight_devices):
     assert 0.0 <= eight_devices["mala_frozen_chains"] < 1e-3
 
 
+@pytest.mark.slow
 def test_persistent_chains_are_split(eight_devices):
     assert eight_devices["pcd"]["chains_split"]
 
 
+@pytest.mark.slow
 def test_checkpoint_from_eight_devices_resumes_on_two(eight_devices):
     assert eight_devices["resume_8_to_2"] < TOL
 
 
+@pytest.mark.slow
 def test_sample_splits_chains(eight_devices):
     assert eight_devices["sample_split"] and eight_devices["sample_diff"] < 1e-4
 
 
+@pytest.mark.slow
 def test_log_z_splits_chains(eight_devices):
     """``evaluate.log_z(devices=...)``: 8 devices against 1, the same draws, reliable and
     within 4 combined standard errors (an accept/reject within rounding of its uniform can
@@ -213,10 +219,12 @@ def test_log_z_splits_chains(eight_devices):
     assert eight_devices["log_z_indivisible"].startswith("devices: 3 devices do not divide the chains per replicate (16)")
 
 
+@pytest.mark.slow
 def test_shard_data_trains(eight_devices):
     assert eight_devices["shard_data_steps"] == 40
 
 
+@pytest.mark.slow
 def test_labelled_data_trains_the_same_on_eight_devices(eight_devices):
     # JEM on (x, y): the pair copied to 8 devices gives 1 device's parameters to float
     # reassociation (the same bound as unlabelled data), the same batches (the training
@@ -232,6 +240,7 @@ def test_labelled_data_trains_the_same_on_eight_devices(eight_devices):
     assert abs(jem["accuracy_sharded"] - jem["accuracy_one"]) < 0.05, jem
 
 
+@pytest.mark.slow
 def test_bad_devices_are_refused(eight_devices):
     e = eight_devices["errors"]
     assert e["indivisible_batch"].startswith("devices: 3 devices do not divide batch_size (64)")

@@ -40,6 +40,7 @@ def test_sample_diagnostics_same_positions_and_shapes():
     assert np.all(np.asarray(d.rhat) < 1.1) and np.all(np.asarray(d.ess) > 20)
 
 
+@pytest.mark.slow
 def test_well_tuned_sampler_passes():
     with warnings.catch_warnings():
         warnings.simplefilter("error", SamplerWarning)
@@ -50,6 +51,7 @@ def test_well_tuned_sampler_passes():
     assert "no problem flagged" in str(report)
 
 
+@pytest.mark.slow
 def test_huge_step_is_flagged():
     # Step 50 on N(0, I): acceptance ~1e-8, chains never move after the first steps.
     with pytest.warns(SamplerWarning) as record:

@@ -40,6 +40,7 @@ def test_the_same_uniform_density_seen_through_a_pixel_transform(transform):
     assert bpd.stderr is None and bpd.reliable is None
 
 
+@pytest.mark.slow
 def test_an_ais_estimate_carries_its_stderr_and_verdict_and_matches_the_exact_figure():
     # A Gaussian model of 16 "pixels" around 0.5 with sd 0.1: log Z is known, so the exact
     # test log-likelihood is too; AIS's estimate must agree within its error bar (4 stderr

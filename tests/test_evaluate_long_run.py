@@ -30,6 +30,7 @@ def _report(model, data, seed=2):
                     chain_lengths=LENGTHS, num_chains=400)
 
 
+@pytest.mark.slow
 def test_passes_the_data_density(data):
     # The data's own Gaussian: chains from data stay at the data, chains from noise (the
     # fitted diagonal Gaussian) converge to it. Langevin's step-size bias at eps = 0.01 is
@@ -45,6 +46,7 @@ def test_passes_the_data_density(data):
     assert "stable" in str(report)
 
 
+@pytest.mark.slow
 def test_detects_a_density_whose_long_run_samples_drift(data):
     # The density is the data's Gaussian shifted by 1.5 along x1 (1.5 marginal sd). Five
     # steps of size 0.01 from the data move chains by ~0.1 (drift (eps/2) P (x - mu') ~

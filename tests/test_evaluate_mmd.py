@@ -49,6 +49,7 @@ def test_small_for_the_same_distribution_large_for_different_ones():
     np.testing.assert_allclose(float(mmd(x, z, bandwidth=1.0)), _closed_form(1.0, 1.0), atol=0.02)
 
 
+@pytest.mark.slow
 def test_median_heuristic_and_mixture_kernel():
     x = jax.random.normal(jax.random.key(0), (1000, 2))
     # |x - x'| for x, x' ~ N(0, I_2) is sqrt(2) times a Rayleigh(1) variable: median

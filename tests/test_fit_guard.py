@@ -211,6 +211,7 @@ def _fit_until_it_diverges(case, num_steps, match):
 
 
 @pytest.mark.parametrize("name", sorted(BLOW_UPS))
+@pytest.mark.slow
 def test_blow_up_stops_with_the_last_healthy_model(name):
     e, data = _fit_until_it_diverges(BLOW_UPS[name], 2000, "diverged")
     assert "learning rate" in str(e)  # the troubleshooting hint
@@ -220,6 +221,7 @@ def test_blow_up_stops_with_the_last_healthy_model(name):
     assert nll < 10.0, nll
 
 
+@pytest.mark.slow
 def test_rollback_lowers_the_learning_rate_and_finishes():
     data = eb.datasets.toy("8gaussians", 5000, key=jax.random.key(0))
     energy, strategy, opt = BLOW_UPS["linear_energy_no_regulariser"]
@@ -243,6 +245,7 @@ ABSURD_DENSITIES = {
 
 
 @pytest.mark.parametrize("name", sorted(ABSURD_DENSITIES))
+@pytest.mark.slow
 def test_the_guard_sees_an_absurd_density(name):
     e, data = _fit_until_it_diverges(ABSURD_DENSITIES[name], 400, "estimated NLL on training examples rose to")
     # The model handed back is from before the blow-up (untrained: 4.8).
@@ -250,6 +253,7 @@ def test_the_guard_sees_an_absurd_density(name):
     assert nll < 7.0, nll
 
 
+@pytest.mark.slow
 def test_a_density_that_misses_the_data_is_reported(monkeypatch, capsys):
     # NCE's noise N(100, 0.01) becomes the base: the classification is trivial from the first
     # step (loss 3e-4) and the density stays 1e7 nats from the data; nothing diverges, and

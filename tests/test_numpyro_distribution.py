@@ -84,6 +84,7 @@ def test_bad_input():
         eb.EBMDistribution(model).sample(jax.random.key(0), (2,))
 
 
+@pytest.mark.slow
 def test_from_estimate_normalises_with_ais():
     energy = GaussianEnergy(MU, covariance=COV)
     ais = eb.inference.AIS(num_chains=256, num_steps=100, kernel=MALA(step_size=0.5))

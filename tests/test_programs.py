@@ -11,7 +11,11 @@ import declebm._programs as programs
 from declebm.inference import Langevin, PersistentCD
 from declebm.models import MLPEnergy
 
-pytestmark = pytest.mark.skipif(programs.memory_maps() is None, reason="/proc tells the mappings on Linux only")
+pytestmark = [
+    pytest.mark.skipif(programs.memory_maps() is None, reason="/proc tells the mappings on Linux only"),
+    # They free every compiled program of the worker, which the tests after them compile again.
+    pytest.mark.slow,
+]
 
 
 def _compiled_programs(n):

@@ -34,6 +34,7 @@ def _mixture():
     "dim, kernel",
     [(2, MALA(step_size=0.3)), (20, HMC(step_size=0.2, num_integration_steps=5))],
 )
+@pytest.mark.slow
 def test_ais_gaussian_log_z_and_reverse_bound(dim, kernel):
     energy = _gaussian(dim)
     est = eb.evaluate.log_z(
@@ -72,6 +73,7 @@ def _staircase(num_levels, length=201):
     return np.concatenate([lv + 1e-7 * np.arange(per) for lv in levels[:-1]] + [[1.0]])
 
 
+@pytest.mark.slow
 def test_bdmc_bounds_bracket_the_truth_and_widen_with_fewer_temperatures():
     """Per-chain forward and reverse bounds on the 20-D Gaussian: both sides of log Z by
     more than 3 standard errors (over seeds 0-5 the smallest margin was 5.5), with a gap
@@ -90,6 +92,7 @@ def test_bdmc_bounds_bracket_the_truth_and_widen_with_fewer_temperatures():
     assert 0 < gaps[0] < 0.5 < 2.0 < gaps[1]
 
 
+@pytest.mark.slow
 def test_ais_mixture_log_z_and_bdmc():
     """Tolerance 0.05 nats: over seeds 0-5 the worst forward error was 0.008 and the worst
     reverse one 0.016 (stderr 0.015). The per-chain bounds hold: neither side crosses the
@@ -108,6 +111,7 @@ def test_ais_mixture_log_z_and_bdmc():
     assert z_lower > -3 and z_upper > -3
 
 
+@pytest.mark.slow
 def test_ais_matches_grid_on_a_trained_2d_model():
     """An MLP energy times a wide Gaussian base, trained by denoising score matching on
     8gaussians for 300 steps (it learns a ring: not Gaussian, not the base): AIS started
@@ -123,6 +127,7 @@ def test_ais_matches_grid_on_a_trained_2d_model():
     assert est.log_z_upper is None and est.gap is None
 
 
+@pytest.mark.slow
 def test_log_likelihood_bounds_and_per_example():
     mix = _mixture()
     data = mix.sample(jax.random.key(7), 1000)  # the shapes of the mixture test: no recompilation

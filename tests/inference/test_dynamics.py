@@ -39,6 +39,7 @@ def test_underdamped_langevin_draws_its_momentum_and_reports_divergence():
     assert np.all(info.is_divergent)
 
 
+@pytest.mark.slow
 def test_mclmc_tuned_by_sample_matches_gaussian_moments():
     # sample() tunes L and the step with BlackJAX's mclmc_find_L_and_step_size on one chain,
     # then runs 200 steps of 2000 chains. MCLMC is unadjusted; its bias at the tuned energy

@@ -55,6 +55,7 @@ def _quiet(fn):
 
 
 @pytest.mark.parametrize("estimator", [pytest.param(AIS(), id="AIS"), pytest.param(SMC(), id="SMC", marks=SLOW)])
+@pytest.mark.slow
 def test_defaults_are_accurate_on_a_10d_correlated_gaussian_and_an_unequal_mixture(estimator):
     # Condition number 5000 (eigenvalues 0.1..500), the start a standard normal: the
     # estimators' pilot run fits the start. Measured over seeds 0-1 (benchmarks/
@@ -67,6 +68,7 @@ def test_defaults_are_accurate_on_a_10d_correlated_gaussian_and_an_unequal_mixtu
     assert abs(float(est.log_z) - 5 * np.log(2 * np.pi)) < 0.1 and est.reliable
 
 
+@pytest.mark.slow
 def test_the_stderr_covers_the_truth_over_keys():
     # 24 keys on a 5-D correlated Gaussian (condition number 500), small AIS runs: the 95%
     # interval log_z +- 1.96 stderr must hold the truth. With a true coverage of 95% the
@@ -113,6 +115,7 @@ class _Unequal(eqx.Module):
         return -jnp.logaddexp(jnp.log(0.3) - 0.5 * jnp.sum((x - 2.0) ** 2), jnp.log(0.7) - 0.5 * jnp.sum((x + 2.0) ** 2))
 
 
+@pytest.mark.slow
 def test_ais_stderr_covers_the_truth_on_an_unequal_mixture_over_keys():
     # The modes are 6.9 apart (4 sqrt 3): a chain cannot cross between them at these
     # temperatures, so the weights alone must carry the 0.3/0.7 split; at least 21 of 24.
@@ -122,6 +125,7 @@ def test_ais_stderr_covers_the_truth_on_an_unequal_mixture_over_keys():
     assert covered >= 21, detail
 
 
+@pytest.mark.slow
 def test_the_bdmc_bracket_holds_the_truth_over_keys():
     # Bidirectional Monte Carlo with exact draws (Grosse et al. 2015): forward AIS is a
     # stochastic lower bound and reverse AIS from exact samples an upper one, so
@@ -174,6 +178,7 @@ class _Linear(eqx.Module):
 
 @pytest.mark.parametrize("estimator", [pytest.param(AIS(num_chains=256, num_steps=200), id="AIS"),
                                        pytest.param(SMC(num_particles=256, num_runs=4), id="SMC", marks=SLOW)])
+@pytest.mark.slow
 def test_never_a_quiet_wrong_number(estimator):
     key = jax.random.key(0)
     # +inf is a constraint: chains are rejected there, the estimate is finite and right
@@ -216,6 +221,7 @@ class _Cauchy(eqx.Module):
 
 @pytest.mark.parametrize("estimator", [pytest.param(AIS(num_chains=256, num_steps=200), id="AIS"),
                                        pytest.param(SMC(num_particles=256, num_runs=4), id="SMC", marks=SLOW)])
+@pytest.mark.slow
 def test_a_density_that_does_not_fall_off_is_flagged_and_heavy_tails_are_not(estimator):
     from declebm.inference._annealing import integrability_checks
 

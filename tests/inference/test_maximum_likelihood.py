@@ -24,6 +24,7 @@ def _gaussian_data(n, key):
     return np.asarray(x, np.float32)
 
 
+@pytest.mark.slow
 def test_pcd_recovers_gaussian_mean_and_covariance():
     data = _gaussian_data(4000, jax.random.key(0))
     model = eb.EBM(GaussianEnergy(np.zeros(2)))
@@ -56,6 +57,7 @@ STRATEGIES = {
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.slow
 def test_each_variant_trains_an_mlp_on_8gaussians(name):
     key = jax.random.key(0)
     data = eb.datasets.toy("8gaussians", 10_000, key=key)

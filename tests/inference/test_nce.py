@@ -26,6 +26,7 @@ TOL = {2: (0.03, 0.08, 0.03), 5: (0.03, 0.08, 0.03)}
 
 
 @pytest.mark.parametrize("dim", [2, 5])
+@pytest.mark.slow
 def test_gaussian_recovery_and_log_z(dim, gaussian_problem):
     data, key = gaussian_problem(dim, seed=0)
     e0 = GaussianEnergy(jnp.zeros(dim))
@@ -48,6 +49,7 @@ def test_gaussian_recovery_and_log_z(dim, gaussian_problem):
 
 
 @pytest.mark.parametrize("dataset", ["8gaussians", "moons"])
+@pytest.mark.slow
 def test_trains_mlp_on_toys(dataset):
     """300 steps of NCE with the default noise: measured gains (seed 0) 1.4-2.0 nats; ask for 0.5."""
     k_data, k_test, k_model, k_fit = jax.random.split(jax.random.key(0), 4)
@@ -160,6 +162,7 @@ def test_noise_becomes_the_base_of_a_model_without_one():
         NCE(noise_scale=0.0)
 
 
+@pytest.mark.slow
 def test_default_nce_separates_digits_from_its_noise():
     # The 64-D digits, dequantised in [0, 1). Before the noise became the model's base, the
     # classifier's log-odds were -E - log_z - log q(x) with a flat network: -log q spreads data

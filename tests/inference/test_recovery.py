@@ -110,6 +110,7 @@ def _train_on_gaussian(seed):
     return st, res, mean, var, true_mean, true_var
 
 
+@pytest.mark.slow
 def test_training_recovers_the_data_mean_and_variance_at_level_zero():
     st, res, mean, var, true_mean, true_var = _train_on_gaussian(1)
     # Seeds 0-5: worst errors 0.019 in the mean and 4.2% relative in the variance; tolerances ~2x.
@@ -121,6 +122,7 @@ def test_training_recovers_the_data_mean_and_variance_at_level_zero():
     np.testing.assert_allclose(lm.score(x), -(true_mean - mean) / var, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_fit_reports_per_level_metrics_and_samples_progressively():
     key = jax.random.key(0)
     data = eb.datasets.toy("8gaussians", 2000, key=key)
@@ -151,6 +153,7 @@ def test_recovery_is_in_the_shared_vocabulary():
     assert isinstance(strategy_from_name("recovery"), DiffusionRecoveryLikelihood)
 
 
+@pytest.mark.slow
 def test_data_scale_runs_the_ladder_on_standardised_data():
     # data_scale=c models x / c: on data c * x every number is c times (or, for losses and
     # log densities, equal to) the unit-scale ladder's on x, with the same keys.
@@ -214,6 +217,7 @@ def test_energy_without_a_level_fails_early_in_fit():
         eb.fit(model, data, DiffusionRecoveryLikelihood(), num_steps=2, batch_size=8, key=jax.random.key(0))
 
 
+@pytest.mark.slow
 def test_long_run_runs_a_conditional_and_finds_the_exact_conditional_stable():
     # The closed-form Gaussian conditional of the sampler test: chains from x_next / a and from exact
     # draws, measured against other exact draws, must be judged stable (no drift).

@@ -37,6 +37,7 @@ def _model():
      (Barker(step_size=1.0), 300), (GHMC(step_size=0.4, alpha=0.2), 300)],
     ids=["MALA", "HMC", "NUTS", "Barker", "GHMC"],
 )
+@pytest.mark.slow
 def test_adjusted_samplers_match_gaussian_moments(sampler, steps):
     x, info = eb.sample(_model(), sampler, num_samples=N, num_steps=steps, key=jax.random.key(0), return_info=True)
     assert x.shape == (N, 2)

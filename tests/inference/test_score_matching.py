@@ -104,6 +104,7 @@ def test_stochastic_losses_are_unbiased():
 
 @pytest.mark.parametrize("dataset", ["8gaussians", "moons"])
 @pytest.mark.parametrize("name", ["esm", "ssm", "dsm"])
+@pytest.mark.slow
 def test_trains_mlp_on_toys(name, dataset):
     """An MLP trained for 300 steps beats its initial grid NLL by a wide margin. Measured gains
     (seed 0): 1.2-2.2 nats; we ask for 0.5, which an untrained or diverged model cannot pass."""

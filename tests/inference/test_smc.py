@@ -15,6 +15,7 @@ from .test_ais import _gaussian, _mixture
 # MALA moves per step the worst error over seeds 0-5 was 0.017 (2-D), 0.029 (20-D) and
 # 0.023 for the mixture started from a Gaussian fitted to its draws.
 @pytest.mark.parametrize("dim", [2, 20])
+@pytest.mark.slow
 def test_smc_gaussian_log_z(dim):
     energy = _gaussian(dim)
     smc = SMC(num_particles=1000, target_ess=0.9, kernel=MALA(step_size=0.3), num_mcmc_steps=5)
@@ -31,6 +32,7 @@ def test_smc_gaussian_log_z(dim):
     assert np.all((acc > 0.3) & (acc <= 1.0))
 
 
+@pytest.mark.slow
 def test_smc_mixture_log_z():
     mix = _mixture()
     data = mix.sample(jax.random.key(100), 1000)
@@ -40,6 +42,7 @@ def test_smc_mixture_log_z():
     assert 500 < float(est.ess) <= 1000
 
 
+@pytest.mark.slow
 def test_smc_raises_when_tempering_does_not_finish():
     smc = SMC(num_particles=64, target_ess=0.99, kernel=MALA(step_size=0.3), num_mcmc_steps=1, num_runs=1, max_num_steps=2)
     with pytest.raises(RuntimeError, match="max_num_steps"):

@@ -51,6 +51,7 @@ def test_parallel_tempering_finds_both_modes_with_their_weights():
     assert 0.5 < float(jnp.mean(info.acceptance_rate)) <= 1.0
 
 
+@pytest.mark.slow
 def test_parallel_tempering_samples_the_target_at_temperature_one():
     """On the correlated Gaussian, the cold replica's moments are the target's (5 standard
     errors of 2000 chains, as for the plain samplers), with a kernel that caches nothing

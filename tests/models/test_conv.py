@@ -79,6 +79,7 @@ def digits():
     return train[:256]
 
 
+@pytest.mark.slow
 def test_fit_steps_on_digits(digits):
     # PCD on (1, 8, 8) images with spectral norm, DSM with the noise-conditioned energy on (8, 8)
     model = eb.EBM(ConvEnergy((1, 8, 8), spectral_norm=True, key=jax.random.key(0), **SMALL))

@@ -3,14 +3,13 @@ history, callbacks, checkpoints and the divergence guard."""
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from typing import Any, Callable, Sequence
 
 import equinox as eqx
-import jax
 import numpy as np
+from jaxtyping import Array
 
 from ._checkpoint import save_checkpoint
 from ._hosts import is_writer

@@ -426,6 +426,16 @@ def clean_temporaries(directory: str) -> None:
             _remove(os.path.join(directory, name))
 
 
+def _new_temporary(directory: str, step: int) -> str:
+    """Make ``directory`` if needed, remove what interrupted writes left in it, and make the
+    empty temporary folder that step ``step``'s checkpoint is written into."""
+    os.makedirs(directory, exist_ok=True)
+    clean_temporaries(directory)
+    tmp = _temp_name(directory, f"step-{step}")
+    os.mkdir(tmp)
+    return tmp
+
+
 def _temp_name(directory: str, what: str) -> str:
     return os.path.join(directory, f".tmp-{os.getpid()}-{what}-{uuid.uuid4().hex[:8]}")
 
@@ -553,10 +563,7 @@ def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run
     what = f"checkpoint_dir: writing the checkpoint of step {step} in {directory!r}"
     recorded = json.loads(json.dumps({k: np.asarray(v).tolist() for k, v in history.items()}))
     if not several():  # one process holds every shard: one file (format 2), Orbax not loaded
-        os.makedirs(directory, exist_ok=True)
-        clean_temporaries(directory)
-        tmp = _temp_name(directory, f"step-{step}")
-        os.mkdir(tmp)
+        tmp = _new_temporary(directory, step)
         try:
             with open(os.path.join(tmp, _STATE), "wb") as f:
                 write_leaves(f, carry)
@@ -575,10 +582,7 @@ def save_checkpoint(directory: str, carry: Any, history: dict, *, step: int, run
     tmp = None
     if is_writer():
         try:
-            os.makedirs(directory, exist_ok=True)
-            clean_temporaries(directory)
-            tmp = _temp_name(directory, f"step-{step}")
-            os.mkdir(tmp)
+            tmp = _new_temporary(directory, step)
         except BaseException:
             share_text(None, what)
             raise

@@ -1,27 +1,51 @@
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
-# Compilation, not running, is most of the suite's time, and the tests' programs are small:
-# LLVM's optimisation level 0 compiles them faster (a fit of a new shape 6.6 -> 3.9 s),
-# though convolutions then run up to 4x slower (the few tests that train a conv net for
-# hundreds of steps keep it small). Set before JAX starts its backend, in the environment
-# so that every subprocess a test starts (examples, benchmarks, workers) inherits it; a
-# test that sets XLA_FLAGS for a subprocess appends to this value. (At stops 27 and 29 a
-# worker died inside XLA compilation in every full run, with and without this level: the
-# workers ran out of memory mappings, see _room_for_compiled_programs below.)
-os.environ["XLA_FLAGS"] = " ".join(
-    f for f in (os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0") if f)
-# No persistent compilation cache: the suite ran at the same pace without it, and nothing
-# serialises an executable; JAX_COMPILATION_CACHE_DIR, if you set one, is left out.
-os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+# ---- the suite's XLA settings: set before JAX starts, inherited by every subprocess ------
+# Compilation, not running, is most of the suite's time, and the tests' programs are small.
+# Two XLA flags compile them faster (two PCD fits of an MLP of width 128, the second with a
+# fresh optimizer, on a busy 2-core machine: 8.2-8.9 s of XLA compilation at the defaults,
+# 5.8-6.0 s with the first flag, 2.4-2.9 s with both; the whole suite took 25 min before
+# these two flags and the cache below, 12.5 min after):
+# - LLVM's optimisation level 0; an MLP then runs up to 2x slower and a convolution up to
+#   4x (the few tests that train for long keep their nets small; tests/test_examples.py
+#   runs the convolution-bound examples at the default level);
+# - XLA:CPU's loop emitters instead of its MLIR fusion emitters (same running speed).
+# And one compilation cache for the whole run, in a temporary folder: a program a test
+# compiles again (a fresh optax optimizer, another worker, a subprocess, a worker that
+# freed its programs, see _room_for_compiled_programs) is read back instead. A size limit
+# makes JAX lock the folder (filelock) while reading or writing an entry, so that two
+# processes never read a half-written one; it also makes every write scan the folder, so
+# only programs that took 50 ms or more to compile are kept (keeping all of them, 3,500
+# entries by mid-run, slowed the suite down instead).
+# The controller (or a -n0 run) decides once, before it starts the workers, which inherit
+# the environment; an XLA flag this jaxlib does not know would abort every process, so a
+# subprocess tries the flags first and the suite runs without the ones it refuses.
+SUITE_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+_OWN_CACHE = None
+if "DECLEBM_TESTS_XLA_SET" not in os.environ:
+    def _jax_starts_with(flags):
+        return subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], capture_output=True,
+                              env=dict(os.environ, XLA_FLAGS=" ".join(flags))).returncode == 0
 
-# Every Python subprocess a test starts (``python -c ...``, examples, benchmarks, workers)
-# imports the INSTALLED declebm, as the tests themselves do (--import-mode=importlib).
-# Without this, ``python -c`` run from the repository root puts the root first on
-# sys.path, and the source folder ``declebm/`` shadows the installed package (it imports
-# too, ``declebm/__init__.py`` finding ``models/`` and ``inference/`` beside it, but the
-# tests check the install). PYTHONSAFEPATH (Python >= 3.11) leaves the cwd and the
-# script's folder off sys.path.
-os.environ["PYTHONSAFEPATH"] = "1"
+    _flags = os.environ.get("XLA_FLAGS", "").split()
+    if _jax_starts_with([*_flags, *SUITE_XLA_FLAGS]):
+        _flags += SUITE_XLA_FLAGS
+    else:
+        _flags += [f for f in SUITE_XLA_FLAGS if _jax_starts_with([*_flags, f])]
+    if _flags:
+        os.environ["XLA_FLAGS"] = " ".join(_flags)
+    _OWN_CACHE = tempfile.mkdtemp(prefix="declebm-tests-xla-cache-")
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_OWN_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.05",
+                      JAX_COMPILATION_CACHE_MAX_SIZE=str(16 << 30), DECLEBM_TESTS_XLA_SET="1")
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 # ---- counting traces: one strategy wrapper for every "fit compiles once" test ----------

@@ -63,6 +63,19 @@ def test_median_heuristic_and_mixture_kernel():
     np.testing.assert_allclose(mmd(a.reshape(-1, 2, 1), b.reshape(-1, 2, 1)), mmd(a, b), rtol=1e-6)
 
 
+@pytest.mark.parametrize("case", ["normal", "ties", "mostly_equal", "all_equal", "tiny", "wide"])
+def test_median_bandwidth_is_the_median_of_the_distinct_pairs_distances(case):
+    # numpy's median of every pair's distance (i != j), computed independently, with the
+    # fallbacks: the median of the non-zero distances when most pairs coincide, 1 when all do
+    rng = np.random.default_rng(0)
+    x = {"normal": rng.normal(size=(300, 2)), "ties": rng.integers(0, 3, size=(101, 2)).astype(float),
+         "mostly_equal": np.r_[np.zeros((40, 2)), rng.normal(size=(5, 2))], "all_equal": np.ones((30, 3)),
+         "tiny": 1e-3 * rng.normal(size=(50, 3)), "wide": 1e15 * rng.normal(size=(64, 4))}[case].astype(np.float32)
+    d = np.sqrt(((x[:, None].astype(np.float64) - x[None]) ** 2).sum(-1))[~np.eye(len(x), dtype=bool)]
+    expected = np.median(d) if np.median(d) > 0 else (np.median(d[d > 0]) if np.any(d > 0) else 1.0)
+    np.testing.assert_allclose(float(median_bandwidth(x)), expected, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "args, kwargs, match",
     [

@@ -23,7 +23,8 @@ import tempfile
 # entries by mid-run, slowed the suite down instead).
 # The controller (or a -n0 run) decides once, before it starts the workers, which inherit
 # the environment; an XLA flag this jaxlib does not know would abort every process, so a
-# subprocess tries the flags first and the suite runs without the ones it refuses.
+# subprocess tries the flags first and the suite runs without the ones it refuses. A test
+# that sets XLA_FLAGS for a subprocess appends to this value.
 SUITE_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 _OWN_CACHE = None
 if "DECLEBM_TESTS_XLA_SET" not in os.environ:
@@ -46,6 +47,16 @@ if "DECLEBM_TESTS_XLA_SET" not in os.environ:
 def pytest_unconfigure(config):
     if _OWN_CACHE is not None:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+# Every Python subprocess a test starts (``python -c ...``, examples, benchmarks, workers)
+# imports the INSTALLED declebm, as the tests themselves do (--import-mode=importlib).
+# Without this, ``python -c`` run from the repository root puts the root first on
+# sys.path, and the source folder ``declebm/`` shadows the installed package (it imports
+# too, ``declebm/__init__.py`` finding ``models/`` and ``inference/`` beside it, but the
+# tests check the install). PYTHONSAFEPATH (Python >= 3.11) leaves the cwd and the
+# script's folder off sys.path.
+os.environ["PYTHONSAFEPATH"] = "1"
 
 
 # ---- counting traces: one strategy wrapper for every "fit compiles once" test ----------

@@ -9,7 +9,7 @@ import tempfile
 # Two XLA flags compile them faster (two PCD fits of an MLP of width 128, the second with a
 # fresh optimizer, on a busy 2-core machine: 8.2-8.9 s of XLA compilation at the defaults,
 # 5.8-6.0 s with the first flag, 2.4-2.9 s with both; the whole suite took 25 min before
-# these two flags and the cache below, 12.5 min after):
+# these two flags and the cache below, 12.5-17 min after):
 # - LLVM's optimisation level 0; an MLP then runs up to 2x slower and a convolution up to
 #   4x (the few tests that train for long keep their nets small; tests/test_examples.py
 #   runs the convolution-bound examples at the default level);

@@ -99,7 +99,7 @@ def test_kernel_distance_is_unbiased_and_sees_a_shift():
 def test_classifier_features_on_digits():
     # a narrower, shallower classifier than the default, 100 steps at a larger learning rate:
     # 0.92 held-out accuracy, 0.95 on the test split (the suite compiles at XLA's level 0, where
-    # 300 steps of the default took 27 s)
+    # 300 steps of channels (8, 16, 16) at 3e-3 took 27 s)
     train, test, y_train, y_test = eb.datasets.digits(key=jax.random.key(0), flatten=False, with_labels=True)
     classifier = eb.evaluate.classifier_features(train, y_train, key=jax.random.key(1), channels=(8, 16),
                                                  feature_size=32, num_steps=100, learning_rate=1e-2)

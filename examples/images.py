@@ -234,9 +234,9 @@ def build_energy(kind: str, cfg: DatasetConfig, recipe: Recipe, key, quick: bool
                                             divide_by_sigma=isinstance(recipe.strategy, DenoisingScoreMatching),
                                             **sizes, key=key)
     sizes = cfg.resnet
-    if quick:
-        sizes = dict(channels=(4,) * len(cfg.resnet.get("channels", (0,) * 6)),
-                     downsample=cfg.resnet.get("downsample", (True, False, True, False, True, False)))
+    if quick:  # the first two blocks of the dataset's residual net, 4 channels each
+        down = tuple(cfg.resnet.get("downsample", (True, False, True, False, True, False)))[:2]
+        sizes = dict(channels=(4,) * len(down), downsample=down)
     return ResNetEnergy(shape, spectral_norm=recipe.spectral_norm, **sizes, key=key)
 
 

@@ -6,14 +6,16 @@ import tempfile
 
 # ---- the suite's XLA settings: set before JAX starts, inherited by every subprocess ------
 # Compilation, not running, is most of the suite's time, and the tests' programs are small.
-# Two XLA flags compile them faster (two PCD fits of an MLP of width 128, the second with a
-# fresh optimizer, on a busy 2-core machine: 8.2-8.9 s of XLA compilation at the defaults,
-# 5.8-6.0 s with the first flag, 2.4-2.9 s with both; the whole suite took 25 min before
-# these two flags and the cache below, 12.5-17 min after):
+# Three XLA flags compile them faster (two PCD fits of an MLP of width 128, the second with
+# a fresh optimizer, on a busy 2-core machine: 8.2-8.9 s of XLA compilation at the defaults,
+# 5.8-6.0 s with the first flag, 2.4-2.9 s with the first two; the whole suite took 25 min
+# before these flags and the cache below, 12.5-17 min after):
 # - LLVM's optimisation level 0; an MLP then runs up to 2x slower and a convolution up to
-#   4x (the few tests that train for long keep their nets small; tests/test_examples.py
-#   runs the convolution-bound examples at the default level);
-# - XLA:CPU's loop emitters instead of its MLIR fusion emitters (same running speed).
+#   4x (the few tests that train for long keep their nets small);
+# - XLA:CPU's loop emitters instead of its MLIR fusion emitters (same running speed);
+# - one LLVM module per program instead of split ones compiled in parallel: on two
+#   cores shared by two workers the split only adds work (an MLP and a conv fit, one
+#   process: 3.5-3.9 s of XLA compilation instead of 4.2-5.4 s).
 # And one compilation cache for the whole run, in a temporary folder: a program a test
 # compiles again (a fresh optax optimizer, another worker, a subprocess, a worker that
 # freed its programs, see _room_for_compiled_programs) is read back instead. A size limit
@@ -25,7 +27,8 @@ import tempfile
 # the environment; an XLA flag this jaxlib does not know would abort every process, so a
 # subprocess tries the flags first and the suite runs without the ones it refuses. A test
 # that sets XLA_FLAGS for a subprocess appends to this value.
-SUITE_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+SUITE_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false",
+                   "--xla_cpu_parallel_codegen_split_count=1")
 _OWN_CACHE = None
 if "DECLEBM_TESTS_XLA_SET" not in os.environ:
     def _jax_starts_with(flags):

@@ -5,7 +5,7 @@ from ._mlp import LearnableSwish as LearnableSwish
 from ._mlp import MLPEnergy as MLPEnergy
 from ._conditional import NoiseConditionedMLPEnergy as NoiseConditionedMLPEnergy
 from ._conv import ConvEnergy as ConvEnergy
-from ._conv2d import conv2d as conv2d
+from declebm._conv2d import conv2d as conv2d
 from ._conv import NoiseConditionedConvEnergy as NoiseConditionedConvEnergy
 from ._mixture import MixtureEnergy as MixtureEnergy
 from ._classifier import ClassifierEnergy as ClassifierEnergy

@@ -1,7 +1,7 @@
 """Convolutional energies for images, with optional spectral normalisation.
 
 They take one example ``(C, H, W)`` and compute channel-last inside with ``conv2d``,
-which stays fast inside compiled loops (see ``_conv2d.py``)."""
+which stays fast inside compiled loops (see ``declebm/_conv2d.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._conv2d import conv2d
+from declebm._conv2d import conv2d
 
 
 def spectral_normalise(weight: Float[Array, "out ..."], num_iterations: int) -> Float[Array, "out ..."]:

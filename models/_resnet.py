@@ -3,7 +3,7 @@ network of the diffusion-recovery-likelihood code (Gao et al. 2021).
 
 Both take one example ``(C, H, W)`` (or a flattened one with ``image_shape``) and compute
 channel-last inside with ``conv2d`` (activations ``(H, W, C)``, kernels stored HWIO), which
-stays fast inside compiled loops on CPU (see ``_conv2d.py``)."""
+stays fast inside compiled loops on CPU (see ``declebm/_conv2d.py``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from declebm._checks import check_callable, check_flag, check_number
 
 from ._conv import _check_image_shape, largest_singular_value
-from ._conv2d import conv2d
+from declebm._conv2d import conv2d
 
 
 class LeakyReLU(eqx.Module):

@@ -22,6 +22,7 @@ import optax
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._checks import _describe, check_array, check_callable, check_key, check_number
+from .._conv2d import conv2d
 from ._mmd import unbiased_mmd2
 
 FeatureMap = Callable[[Array], Array]
@@ -196,12 +197,9 @@ class ClassifierFeatures(eqx.Module):
     accuracy: float = eqx.field(static=True)
 
     def _one(self, x: Float[Array, "c h w"]) -> tuple[Array, Array]:
-        # the shipped energies' channel-last convolution: on CPU patches times a matrix, as XLA:CPU
-        # runs lax convolutions slowly inside loops such as the training scan (on CIFAR-10's
-        # 32x32x3, 20 training steps took 16 s with lax.conv). Imported here: declebm.models is
-        # attached to the package after declebm.evaluate.
-        from ..models import conv2d
-
+        # conv2d (declebm.models.conv2d): on CPU patches times a matrix, as XLA:CPU runs lax
+        # convolutions slowly inside loops such as the training scan (CIFAR-10's 32x32x3, 20
+        # training steps: 16 s with lax.conv, 7 s with conv2d; 125 s and 5 s at LLVM level 0)
         h = jnp.transpose(x, (1, 2, 0))
         for conv in self.convs:
             kernel = jnp.transpose(conv.weight, (2, 3, 1, 0))  # OIHW -> HWIO, channel-last inside

@@ -125,7 +125,7 @@ def test_plot_images(tmp_path):
 # ---- channel-last convolutions (fast inside compiled loops) ----------------------------
 
 from declebm.models import conv2d  # noqa: E402
-from declebm.models._conv2d import conv2d_native, conv2d_patches  # noqa: E402
+from declebm._conv2d import conv2d_native, conv2d_patches  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

@@ -253,16 +253,3 @@ def test_shard_data_needs_devices():
         eb.fit(eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0))), eb.datasets.toy("8gaussians", 256, key=jax.random.key(0)),
                PersistentCD(Langevin(0.05), steps=2), num_steps=5, batch_size=32, key=jax.random.key(0),
                progress=False, shard_data=True)
-
-
-@pytest.mark.slow
-def test_two_processes_train_together(tmp_path):
-    """Multi-host through jax.distributed: two processes on loopback (gloo on CPU), each
-    with its own rows of data, train one model (examples/multihost.py --launch-local 2)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, os.path.join(root, "examples", "multihost.py"), "--launch-local", "2",
-                           "--quick", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp_path / "multihost.json").read_text())
-    assert metrics["processes"] == 2 and metrics["devices"] == 2 and metrics["steps"] == 20

@@ -210,7 +210,8 @@ def _checkpoints(folder) -> list[int]:
 
 
 def test_the_example_resumes_after_kill_9_of_both_processes(tmp_path):
-    """``examples/multihost.py --launch-local 2 --checkpoint-dir``: ``kill -9`` of the
+    """``examples/multihost.py --launch-local 2 --checkpoint-dir``: two processes on
+    loopback (gloo on CPU), each with its own rows, train one model; ``kill -9`` of the
     launcher and both processes once a checkpoint is complete, then the same command with
     ``--resume`` continues from the newest checkpoint and finishes the run."""
     import signal
@@ -236,6 +237,6 @@ def test_the_example_resumes_after_kill_9_of_both_processes(tmp_path):
     done = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.load(open(out / "multihost.json"))
-    assert record["processes"] == 2 and record["steps"] == 300, record
+    assert record["processes"] == 2 and record["devices"] == 2 and record["steps"] == 300, record
     assert record["resumed_from"] is not None and record["resumed_from"] >= written[-1], (record, written)
     assert np.isfinite(record["test_nll"]), record

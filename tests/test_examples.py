@@ -18,12 +18,16 @@ The convention every ``examples/*.py`` follows (this test relies on it):
   matplotlib is installed, a ``.png``.
 
 Discovery is automatic: a new example, a new strategy name or a new option is covered
-without editing this file. Per example, ONE subprocess runs the script as ``__main__``
-(``runpy``, the real command line) once per ``--strategy`` choice, in fresh ``--out``
-folders; the first run also gives every other option explicitly (a non-default choice
-for options with choices, the default value for options with a non-None default, every
-flag), so each advertised option is parsed and used at least once. The subprocesses
-inherit the suite's XLA flags (tests/conftest.py puts them in the environment).
+without editing this file. Per example, the test runs the script as ``__main__``
+(``runpy`` with ``sys.argv`` set: the real command line) once per ``--strategy`` choice,
+in fresh ``--out`` folders, in the test's own process: it shares the programs the worker
+has compiled, and the suite's XLA flags (tests/conftest.py); each example used to start a
+process of its own, 3 s of imports and every small program compiled again. The first run
+also gives every other option explicitly (a non-default choice for options with choices,
+the default value for options with a non-None default, every flag), so each advertised
+option is parsed and used at least once. No example changes JAX's configuration in a
+one-process run (``multihost.py`` joins ``jax.distributed`` only with
+``--num-processes`` above 1, which tests/test_multihost.py runs).
 """
 
 from __future__ import annotations
@@ -34,41 +38,17 @@ import importlib.util
 import json
 import math
 import os
-import subprocess
+import runpy
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow  # subprocess smoke runs: `pytest -m "not slow"` skips them
+pytestmark = pytest.mark.slow  # the examples' smoke runs: `pytest -m "not slow"` skips them
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.py")))
 CONVENTION = ("--steps", "--out", "--seed", "--quick")
 STEPS = "3"
-
-# Runs the given command lines of one example in this process (the real `__main__` path)
-# and checks each left a JSON file in its --out; exits non-zero on the first failure.
-_DRIVER = r"""
-import glob, json, os, runpy, sys, traceback
-
-script, runs = sys.argv[1], json.loads(sys.argv[2])
-for argv, out in runs:
-    sys.argv = [script, *argv]
-    print("$ python", os.path.basename(script), " ".join(argv), flush=True)
-    try:
-        runpy.run_path(script, run_name="__main__")
-    except SystemExit as e:
-        if e.code not in (0, None):
-            print(f"FAILED: exit status {e.code}", flush=True)
-            sys.exit(1)
-    except BaseException:
-        traceback.print_exc()
-        print("FAILED: raised", flush=True)
-        sys.exit(1)
-    if not glob.glob(os.path.join(out, "**", "*.json"), recursive=True):
-        print(f"FAILED: no .json written under {out}", flush=True)
-        sys.exit(1)
-"""
 
 
 def _parser(path: str) -> argparse.ArgumentParser:
@@ -112,7 +92,7 @@ def test_examples_exist_and_follow_the_convention():
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[os.path.basename(p) for p in EXAMPLES])
-def test_example_runs_for_every_strategy(path, tmp_path, image_files):
+def test_example_runs_for_every_strategy(path, tmp_path, image_files, monkeypatch):
     options = _options(_parser(path))
     strategy = next((a for a in options.values() if "--strategy" in a.option_strings), None)
     choices = list(strategy.choices) if strategy is not None and strategy.choices is not None else [None]
@@ -135,10 +115,18 @@ def test_example_runs_for_every_strategy(path, tmp_path, image_files):
     for j, extra in enumerate(EXTRA_RUNS.get(os.path.basename(path), [])):
         out = str(tmp_path / f"extra{j}")
         runs.append((["--steps", STEPS, "--seed", "0", "--quick", "--out", out, *extra], out))
-    env = dict(os.environ, MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, "-c", _DRIVER, path, json.dumps(runs)], cwd=str(tmp_path), env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{os.path.basename(path)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # before an example's first figure imports matplotlib
+    monkeypatch.chdir(tmp_path)
+    for argv, out in runs:
+        monkeypatch.setattr(sys, "argv", [path, *argv])
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as e:
+            assert e.code in (0, None), f"{os.path.basename(path)} {' '.join(argv)}: exit status {e.code}"
+        finally:
+            if "matplotlib.pyplot" in sys.modules:  # figures a run left open
+                sys.modules["matplotlib.pyplot"].close("all")
+        assert glob.glob(os.path.join(out, "**", "*.json"), recursive=True), f"{' '.join(argv)}: no .json in {out}"
     # Every run left its numbers; the figures too where matplotlib is installed.
     have_matplotlib = importlib.util.find_spec("matplotlib") is not None
     check = RESULT_CHECKS.get(os.path.basename(path))

@@ -119,6 +119,41 @@ def _room_for_compiled_programs():
     make_room_for_programs(0.5, warn=False)
 
 
+# ---- a script's command line, run in this process ---------------------------------------
+import runpy  # noqa: E402
+
+
+@pytest.fixture
+def run_script(monkeypatch, capsys):
+    """``run_script(path, argv) -> stdout``: the command line ``python PATH ARGV`` run in the
+    test's process (``runpy`` as ``__main__``, ``sys.argv`` set), as the examples' and the
+    benchmarks' smoke runs run: it shares the programs the worker has compiled instead of
+    importing everything and compiling every small program again in a new process. A
+    non-zero exit fails the test. Afterwards ``sys.argv``, ``sys.path`` and ``sys.modules``
+    (the modules the script imported from its own folder, as ``gpu_check.py`` imports
+    ``bench_images``) are as before, and matplotlib's figures are closed."""
+
+    def run(path: str, argv: list[str]) -> str:
+        monkeypatch.setenv("MPLBACKEND", "Agg")  # before a first figure imports matplotlib
+        monkeypatch.setattr(sys, "argv", [path, *argv])
+        monkeypatch.setattr(sys, "path", list(sys.path))
+        modules, folder = set(sys.modules), os.path.dirname(os.path.abspath(path))
+        capsys.readouterr()
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as e:
+            assert e.code in (0, None), f"{os.path.basename(path)} {' '.join(argv)}: exit status {e.code}"
+        finally:
+            for name in set(sys.modules) - modules:
+                if os.path.dirname(os.path.abspath(getattr(sys.modules[name], "__file__", None) or "/")) == folder:
+                    del sys.modules[name]
+            if "matplotlib.pyplot" in sys.modules:
+                sys.modules["matplotlib.pyplot"].close("all")
+        return capsys.readouterr().out
+
+    return run
+
+
 # ---- tiny image files in the standard formats, written by an independent writer ---------
 import gzip  # noqa: E402
 import pickle  # noqa: E402

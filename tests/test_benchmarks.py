@@ -1,14 +1,13 @@
 """Every benchmark's command line runs with tiny settings, every advertised option used once
 (the examples' convention is in tests/test_examples.py; benchmarks have no --quick).
 
-As the examples, each runs in the test's own process (``runpy`` with ``sys.argv`` set);
-the benchmarks that time fresh processes or other device counts start those themselves.
+As the examples, each runs in the test's own process (conftest's ``run_script``); the
+benchmarks that time fresh processes or other device counts start those themselves.
 """
 
 import glob
 import os
 import re
-import runpy
 import sys
 
 import pytest
@@ -49,34 +48,14 @@ def test_every_benchmark_has_a_smoke_run_using_every_option():
         assert advertised <= used, f"{os.path.basename(path)}: options never exercised {advertised - used}"
 
 
-def _run(script: str, argv: list[str], monkeypatch, capsys) -> str:
-    """``python benchmarks/SCRIPT ARGV`` in this process, in the test's folder; its output.
-    ``sys.path`` and the benchmarks' modules (``gpu_check.py`` imports ``bench_images``) are
-    as before afterwards."""
-    monkeypatch.setattr(sys, "argv", [script, *argv])
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    modules = set(sys.modules)
-    capsys.readouterr()
-    try:
-        runpy.run_path(script, run_name="__main__")
-    except SystemExit as e:
-        assert e.code in (0, None), f"{os.path.basename(script)} {' '.join(argv)}: exit status {e.code}"
-    finally:
-        for name in set(sys.modules) - modules:
-            if name.startswith("bench_"):
-                del sys.modules[name]
-    return capsys.readouterr().out
-
-
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))
-def test_benchmark_runs_with_tiny_settings(name, tmp_path, monkeypatch, capsys):
+def test_benchmark_runs_with_tiny_settings(name, tmp_path, monkeypatch, run_script):
     monkeypatch.chdir(tmp_path)
     for argv in BENCHMARKS[name]:
-        assert "|" in _run(os.path.join(ROOT, "benchmarks", name), argv, monkeypatch, capsys)  # its table
+        assert "|" in run_script(os.path.join(ROOT, "benchmarks", name), argv)  # its table
 
 
-def test_bench_images_quick_without_torch_writes_a_declebm_row(tmp_path, monkeypatch, capsys):
+def test_bench_images_quick_without_torch_writes_a_declebm_row(tmp_path, monkeypatch, run_script):
     """``bench_images.py --quick`` where torch cannot be imported (blocked here, whether or not
     it is installed): the PyTorch contender is skipped with a line saying so, and the table
     and the runs' JSON lines hold a declebm run with a positive ms/iteration and FLOP count."""
@@ -85,7 +64,7 @@ def test_bench_images_quick_without_torch_writes_a_declebm_row(tmp_path, monkeyp
     out = tmp_path / "images.md"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
-    stdout = _run(os.path.join(ROOT, "benchmarks", "bench_images.py"), ["--quick", "--out", str(out)], monkeypatch, capsys)
+    stdout = run_script(os.path.join(ROOT, "benchmarks", "bench_images.py"), ["--quick", "--out", str(out)])
     assert "skipping the PyTorch contender" in stdout
     runs = [json.loads(line) for line in (tmp_path / "images.jsonl").read_text().splitlines()]
     assert [r["contender"] for r in runs] == ["declebm"]

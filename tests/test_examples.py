@@ -19,10 +19,11 @@ The convention every ``examples/*.py`` follows (this test relies on it):
 
 Discovery is automatic: a new example, a new strategy name or a new option is covered
 without editing this file. Per example, the test runs the script as ``__main__``
-(``runpy`` with ``sys.argv`` set: the real command line) once per ``--strategy`` choice,
-in fresh ``--out`` folders, in the test's own process: it shares the programs the worker
-has compiled, and the suite's XLA flags (tests/conftest.py); each example used to start a
-process of its own, 3 s of imports and every small program compiled again. The first run
+(``runpy`` with ``sys.argv`` set: the real command line; conftest's ``run_script``) once
+per ``--strategy`` choice, in fresh ``--out`` folders, in the test's own process: it shares
+the programs the worker has compiled, and the suite's XLA flags (tests/conftest.py); each
+example used to start a process of its own, 3 s of imports and every small program
+compiled again. The first run
 also gives every other option explicitly (a non-default choice for options with choices,
 the default value for options with a non-None default, every flag), so each advertised
 option is parsed and used at least once. No example changes JAX's configuration in a
@@ -38,8 +39,6 @@ import importlib.util
 import json
 import math
 import os
-import runpy
-import sys
 
 import pytest
 
@@ -92,7 +91,7 @@ def test_examples_exist_and_follow_the_convention():
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[os.path.basename(p) for p in EXAMPLES])
-def test_example_runs_for_every_strategy(path, tmp_path, image_files, monkeypatch):
+def test_example_runs_for_every_strategy(path, tmp_path, image_files, monkeypatch, run_script):
     options = _options(_parser(path))
     strategy = next((a for a in options.values() if "--strategy" in a.option_strings), None)
     choices = list(strategy.choices) if strategy is not None and strategy.choices is not None else [None]
@@ -115,17 +114,9 @@ def test_example_runs_for_every_strategy(path, tmp_path, image_files, monkeypatc
     for j, extra in enumerate(EXTRA_RUNS.get(os.path.basename(path), [])):
         out = str(tmp_path / f"extra{j}")
         runs.append((["--steps", STEPS, "--seed", "0", "--quick", "--out", out, *extra], out))
-    monkeypatch.setenv("MPLBACKEND", "Agg")  # before an example's first figure imports matplotlib
     monkeypatch.chdir(tmp_path)
     for argv, out in runs:
-        monkeypatch.setattr(sys, "argv", [path, *argv])
-        try:
-            runpy.run_path(path, run_name="__main__")
-        except SystemExit as e:
-            assert e.code in (0, None), f"{os.path.basename(path)} {' '.join(argv)}: exit status {e.code}"
-        finally:
-            if "matplotlib.pyplot" in sys.modules:  # figures a run left open
-                sys.modules["matplotlib.pyplot"].close("all")
+        run_script(path, argv)
         assert glob.glob(os.path.join(out, "**", "*.json"), recursive=True), f"{' '.join(argv)}: no .json in {out}"
     # Every run left its numbers; the figures too where matplotlib is installed.
     have_matplotlib = importlib.util.find_spec("matplotlib") is not None

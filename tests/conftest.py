@@ -9,7 +9,8 @@ import tempfile
 # Three XLA flags compile them faster (two PCD fits of an MLP of width 128, the second with
 # a fresh optimizer, on a busy 2-core machine: 8.2-8.9 s of XLA compilation at the defaults,
 # 5.8-6.0 s with the first flag, 2.4-2.9 s with the first two; the whole suite took 25 min
-# before these flags and the cache below, 12.5-17 min after):
+# before these flags and the cache below, 12.5-17 min with the first two, 10.75-13.5 min
+# with all three and the smoke runs in the workers, see run_script):
 # - LLVM's optimisation level 0; an MLP then runs up to 2x slower and a convolution up to
 #   4x (the few tests that train for long keep their nets small);
 # - XLA:CPU's loop emitters instead of its MLIR fusion emitters (same running speed);

@@ -23,12 +23,12 @@ without editing this file. Per example, the test runs the script as ``__main__``
 per ``--strategy`` choice, in fresh ``--out`` folders, in the test's own process: it shares
 the programs the worker has compiled, and the suite's XLA flags (tests/conftest.py); each
 example used to start a process of its own, 3 s of imports and every small program
-compiled again. The first run
-also gives every other option explicitly (a non-default choice for options with choices,
-the default value for options with a non-None default, every flag), so each advertised
-option is parsed and used at least once. No example changes JAX's configuration in a
-one-process run (``multihost.py`` joins ``jax.distributed`` only with
-``--num-processes`` above 1, which tests/test_multihost.py runs).
+compiled again. The first run also gives every other option explicitly (a non-default
+choice for options with choices, the default value for options with a non-None default,
+every flag), so each advertised option is parsed and used at least once. No example
+changes JAX's configuration in a one-process run (``multihost.py`` joins
+``jax.distributed`` only with ``--num-processes`` above 1, which tests/test_multihost.py
+runs).
 """
 
 from __future__ import annotations

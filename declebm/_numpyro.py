@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
@@ -49,8 +50,26 @@ class EBMDistribution(dist.Distribution):
     """
 
     arg_constraints: dict = {}
-    pytree_data_fields = ("model", "log_z", "sampler")
-    pytree_aux_fields = ("num_steps",)
+
+    def tree_flatten(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """Leaves: the arrays of ``model`` and ``sampler`` and ``log_z``; the rest (the
+        energy's functions, the event shape, ``num_steps``) is static. So the distribution
+        passes through ``jax.jit``/``vmap`` as an argument, as NumPyro's own do (e.g.
+        ``MCMC(..., jit_model_args=True)`` with the prior among the model's arguments):
+        another trained EBM of the same architecture reuses the compiled program."""
+        arrays, static = eqx.partition((self.model, self.sampler), eqx.is_array)
+        return (arrays, self.log_z), (static, self.num_steps, self._batch_shape, self._event_shape,
+                                      self._validate_args)
+
+    @classmethod
+    def tree_unflatten(cls, aux: tuple[Any, ...], leaves: tuple[Any, ...]) -> "EBMDistribution":
+        static, num_steps, batch_shape, event_shape, validate_args = aux
+        d = cls.__new__(cls)
+        d.model, d.sampler = eqx.combine(leaves[0], static)
+        d.log_z, d.num_steps = leaves[1], num_steps
+        dist.Distribution.__init__(d, batch_shape, event_shape, validate_args=False)  # leaves may be placeholders
+        d._validate_args = validate_args
+        return d
 
     def __init__(
         self,

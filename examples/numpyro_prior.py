@@ -9,11 +9,14 @@
    ``EBMDistribution.from_estimate(model, AIS(...), key=...)``).
 3. Condition on one noisy observation ``y = x + N(0, noise^2 I)`` in a NumPyro model::
 
-       def model(y):
-           x = numpyro.sample("x", EBMDistribution(ebm, log_z=log_z))
+       def model(prior, y):  # prior = EBMDistribution(ebm, log_z=log_z)
+           x = numpyro.sample("x", prior)
            numpyro.sample("y", dist.Normal(x, noise).to_event(1), obs=y)
 
    and sample ``p(x | y)`` with ``numpyro.infer.NUTS`` (several chains, vectorised).
+   The prior is an argument of the model, not a constant inside it, and
+   ``MCMC(..., jit_model_args=True)`` compiles NUTS as a function of it: another
+   trained EBM of the same architecture reuses the compiled sampler.
 4. Check NUTS against the exact posterior on a grid (prior density times likelihood,
    normalised) and plot the prior, the observation and the posterior draws
    (``OUT/numpyro_prior_<strategy>.png``); the numbers go to ``OUT/numpyro_prior_<strategy>.json``.
@@ -64,8 +67,8 @@ def settings(args) -> dict:
     return {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in preset.items()}
 
 
-def posterior_model(prior: eb.EBMDistribution, noise: float):
-    def model(y):
+def posterior_model(noise: float):
+    def model(prior: eb.EBMDistribution, y):
         x = numpyro.sample("x", prior)
         numpyro.sample("y", dist.Normal(x, noise).to_event(1), obs=y)
 
@@ -95,9 +98,9 @@ def run(args) -> dict:
     log_z = eb.evaluate.grid_log_z(model)
     prior = eb.EBMDistribution(model, log_z=log_z)
     y = jnp.asarray(args.obs, jnp.float32)
-    mcmc = MCMC(NUTS(posterior_model(prior, args.noise)), num_warmup=s["num_samples"], num_samples=s["num_samples"],
-                num_chains=s["num_chains"], chain_method="vectorized", progress_bar=False)
-    mcmc.run(k_nuts, y=y)
+    mcmc = MCMC(NUTS(posterior_model(args.noise)), num_warmup=s["num_samples"], num_samples=s["num_samples"],
+                num_chains=s["num_chains"], chain_method="vectorized", progress_bar=False, jit_model_args=True)
+    mcmc.run(k_nuts, prior, y)
     x = np.asarray(mcmc.get_samples()["x"])
     grid_mean, grid = grid_posterior(model, y, args.noise)
     return dict(model=model, data=data, y=np.asarray(y), samples=x, nuts_mean=x.mean(0),

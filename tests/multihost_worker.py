@@ -11,8 +11,9 @@ Each process joins ``jax.distributed`` (gloo over loopback), draws its own rows 
            Also a 12-step uninterrupted run, ``sample``, ``evaluate.log_z`` (AIS, SMC) and
            ``log_likelihood`` with the chains split over the processes, and the progress
            log on stderr.
-``other``  resume DIR/ckpt where process 1 passes other rows: the refusal is recorded.
-``apart``  resume where process 1 names another (empty) folder than process 0.
+           Last, two resumes that must be refused, each refusal recorded (``other``,
+           ``apart``): process 1 passing other rows than the run's, and process 1 naming
+           another (empty) folder than process 0.
 ``kill-arrays``, ``kill-written``  the 9-step run of ``train`` writing checkpoints in
            DIR/ckpt, in which process 0 stops inside the write of step 6's checkpoint:
            once Orbax has written the arrays of both processes, or once everything is
@@ -54,13 +55,12 @@ def main():
     from declebm.inference import Langevin, PersistentCD
     from declebm.models import MLPEnergy
 
-    seed = 1 if (mode == "other" and me == 1) else 0
-    rows = [eb.datasets.toy("8gaussians", 128, key=jax.random.fold_in(jax.random.key(seed), p)) for p in range(2)]
+    rows = [eb.datasets.toy("8gaussians", 128, key=jax.random.fold_in(jax.random.key(0), p)) for p in range(2)]
     local = rows[me] if n > 1 else np.concatenate([np.asarray(r) for r in rows])  # one process: both processes' rows
     model = eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0)))
     kwargs = dict(strategy=PersistentCD(Langevin(0.01), steps=3, num_chains=64), batch_size=16, chunk_size=3,
                   key=jax.random.key(7), progress=False, devices=jax.devices(), shard_data=True)
-    ckpt = os.path.join(directory, "ckpt" if not (mode == "apart" and me == 1) else "elsewhere")
+    ckpt = os.path.join(directory, "ckpt")
 
     def host(tree):  # this process's copy of every replicated leaf, its rows of every split one
         return [np.asarray(x.addressable_shards[0].data).tolist() for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
@@ -104,6 +104,14 @@ def main():
             record["log_likelihood"] = [float(ll.log_likelihood), float(ll.log_z.log_z)]
             sys.stderr.write("--- progress ---\n")
             eb.fit(model, local, num_steps=6, **dict(kwargs, progress="log"))
+            other = eb.datasets.toy("8gaussians", 128, key=jax.random.fold_in(jax.random.key(1), me)) if me == 1 else local
+            for name, rows_given, folder in (("other", other, ckpt), ("apart", local, ckpt if me == 0 else
+                                                                       os.path.join(directory, "elsewhere"))):
+                try:
+                    eb.fit(model, rows_given, num_steps=9, checkpoint_dir=folder, resume=True, **kwargs)
+                    record[name] = None
+                except ValueError as e:
+                    record[name] = f"ValueError: {e}"
         elif mode.startswith("kill"):
             import declebm._checkpoint as checkpoint
 
@@ -128,8 +136,7 @@ def main():
             record.update(model=host(resumed.model), chains=host(resumed.state.chains), resumed_from=resumed.resumed_from,
                           devices=len(jax.devices()), restored={"model": host(restored.model), "chains": host(restored.state.chains)})
         else:
-            eb.fit(model, local, num_steps=9, checkpoint_dir=ckpt, resume=True, **kwargs)
-            record["error"] = None
+            raise ValueError(f"unknown mode {mode!r}")
     except Exception as e:  # noqa: BLE001 -- reported to the test
         record["error"] = f"{type(e).__name__}: {e}"
         record["traceback"] = traceback.format_exc()

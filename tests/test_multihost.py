@@ -80,22 +80,20 @@ def test_two_processes_save_writes_once(trained):
 def test_two_processes_resume_with_other_rows_refused(trained):
     """A resume where process 1 passes other rows than the run it continues is refused
     on both processes (the fingerprint combines every process's digest), naming the data."""
-    directory, _ = trained
-    records = _launch("other", directory)
+    _, records = trained
     for me, r in enumerate(records):
-        assert r["error"] is not None and r["error"].startswith("ValueError: resume:"), (me, r)
-        assert "different data" in r["error"] and "per_process[1]" in r["error"], r["error"]
+        assert r["other"] is not None and r["other"].startswith("ValueError: resume:"), (me, r["other"])
+        assert "different data" in r["other"] and "per_process[1]" in r["other"], r["other"]
 
 
 def test_two_processes_resume_from_different_folders_refused(trained):
     """Every process reads the checkpoint: when process 1 finds none (its checkpoint_dir is
     not the folder process 0 wrote, as without a shared file system), both processes refuse
     to resume, naming what each one found, instead of training from different states."""
-    directory, _ = trained
-    records = _launch("apart", directory)
+    _, records = trained
     for r in records:
-        assert r["error"] is not None and r["error"].startswith("ValueError: checkpoint_dir: the processes found"), r
-        assert "process 0: step 9, process 1: no checkpoint" in r["error"], r["error"]
+        assert r["apart"] is not None and r["apart"].startswith("ValueError: checkpoint_dir: the processes found"), r
+        assert "process 0: step 9, process 1: no checkpoint" in r["apart"], r["apart"]
 
 
 def test_two_processes_sample_with_the_chains_split_over_them(trained):

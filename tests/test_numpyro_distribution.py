@@ -59,6 +59,42 @@ def test_ebm_prior_in_a_numpyro_model_gives_the_conjugate_posterior():
     np.testing.assert_allclose(np.asarray(mcmc.get_samples()["x"]).mean(0), mean, atol=0.08)
 
 
+def test_passes_through_jit_as_an_argument_and_mcmc_reuses_its_program():
+    """The distribution is a pytree of its arrays (the energy's functions are static), so
+    ``jax.jit`` takes it as an argument: two EBMs of one architecture share one program,
+    and ``MCMC(..., jit_model_args=True)`` with the prior among the model's arguments
+    samples a second prior without tracing NUTS again."""
+    from declebm.models import MLPEnergy
+
+    priors = [eb.EBMDistribution(eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(i)), event_shape=(2,)), log_z=float(i),
+                                 sampler=MALA(step_size=0.1), num_steps=3) for i in range(2)]
+    x = jnp.array([[0.0, 1.0], [2.0, -1.0]])
+    log_prob = jax.jit(lambda d, x: d.log_prob(x))
+    for d in priors:
+        np.testing.assert_allclose(log_prob(d, x), d.log_prob(x), rtol=1e-6)
+    assert log_prob._cache_size() == 1
+    back = jax.tree.unflatten(*reversed(jax.tree.flatten(priors[1])))
+    assert back.num_steps == 3 and back.event_shape == (2,) and isinstance(back.sampler, MALA)
+    assert jax.jit(lambda d, k: d.sample(k, (4,)))(priors[0], jax.random.key(0)).shape == (4, 2)
+
+    def model(prior, y):
+        x = numpyro.sample("x", prior)
+        numpyro.sample("y", dist.Normal(x, 1.0).to_event(1), obs=y)
+
+    traces = []
+    nuts = NUTS(lambda prior, y: (traces.append(1), model(prior, y)))
+    mcmc = MCMC(nuts, num_warmup=20, num_samples=20, progress_bar=False, jit_model_args=True)
+    means = []
+    for d in priors:
+        mcmc.run(jax.random.key(0), d, jnp.array([1.0, 1.0]))
+        means.append(np.asarray(mcmc.get_samples()["x"]).mean(0))
+        traces.append("run")
+    # the second run traces the model only to set up its start, not a new sampling program
+    first, second = traces[:traces.index("run")], traces[traces.index("run") + 1:-1]
+    assert len(second) < len(first), traces
+    assert np.all(np.isfinite(means)) and not np.allclose(means[0], means[1])
+
+
 def test_as_a_likelihood_with_obs():
     d = _gaussian_distribution()
 

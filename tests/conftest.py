@@ -120,6 +120,34 @@ def _room_for_compiled_programs():
     make_room_for_programs(0.5, warn=False)
 
 
+# ---- an expensive result computed once per run, whichever worker asks first ------------
+import json  # noqa: E402
+import pathlib  # noqa: E402
+
+from filelock import FileLock  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def once_per_run(tmp_path_factory, worker_id):
+    """``once_per_run(name, make) -> (folder, result)``: ``make(folder)`` (a JSON-able result,
+    files in ``folder``) runs in the first pytest worker that asks; the other workers wait
+    for it and read the same result back. A module-scoped fixture would run once per
+    worker that gets one of its tests, and again whenever a worker returns to the module
+    after another (two-process training, the 8-device subprocess: about a minute each)."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if worker_id != "master" else root  # the run's folder, shared by its workers
+
+    def get(name: str, make) -> tuple[pathlib.Path, object]:
+        folder, done = root / name, root / f"{name}.json"
+        with FileLock(str(root / f"{name}.lock")):
+            if not done.exists():
+                folder.mkdir(exist_ok=True)
+                done.write_text(json.dumps(make(folder)))
+        return folder, json.loads(done.read_text())
+
+    return get
+
+
 # ---- a script's command line, run in this process ---------------------------------------
 import runpy  # noqa: E402
 

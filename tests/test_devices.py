@@ -152,15 +152,18 @@ WORKER = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def eight_devices(tmp_path_factory):
+def _run_on_eight_devices(d) -> dict:
     env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    d = tmp_path_factory.mktemp("ckpt8")
     proc = subprocess.run([sys.executable, "-c", WORKER, str(d / "run")], env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
+
+
+@pytest.fixture
+def eight_devices(once_per_run):
+    return once_per_run("eight-devices", _run_on_eight_devices)[1]
 
 
 # float32 reassociation of the gradient mean over 8 shards: differences of a few ulps per

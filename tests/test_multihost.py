@@ -42,14 +42,17 @@ def _launch(mode: str, directory, n: int = 2, *, logs_out: list | None = None) -
     return [json.load(open(o)) for o in outs]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("multihost")
+def _train(directory) -> list[dict]:
     logs: list = []
     records = _launch("train", directory, logs_out=logs)
     for r, log in zip(records, logs):
         r["stderr"] = log
-    return directory, records
+    return records
+
+
+@pytest.fixture
+def trained(once_per_run):
+    return once_per_run("multihost-trained", _train)
 
 
 def test_two_processes_checkpoint_and_resume(trained):

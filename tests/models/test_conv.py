@@ -25,12 +25,13 @@ def test_shapes_scalar_and_grads(event_shape, image_shape):
     energy = ConvEnergy(event_shape, image_shape=image_shape, key=jax.random.key(0), **SMALL)
     assert energy.event_shape == event_shape
     x = jax.random.uniform(jax.random.key(1), event_shape)
-    assert energy(x).shape == ()
-    g = jax.grad(energy)(x)
+    # compiled as one program (op by op, each operation would compile one of its own)
+    e, g = eqx.filter_jit(lambda f, x: (f(x), jax.grad(f)(x)))(energy, x)
+    assert e.shape == ()
     assert g.shape == event_shape and bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).sum()) > 0
     # parameter gradients reach every layer
     model = eb.EBM(energy)
-    grads = eqx.filter_grad(lambda m: m.energy_batch(x[None]).sum())(model)
+    grads = eqx.filter_jit(eqx.filter_grad(lambda m, x: m.energy_batch(x[None]).sum()))(model, x)
     for conv in grads.energy_module.net.convs:
         assert float(jnp.abs(conv.weight).sum()) > 0
 
@@ -150,11 +151,16 @@ def test_conv2d_equals_the_channel_first_convolution_and_its_gradients(shape, ks
     kernel = jax.random.normal(kk, (ksize, ksize, shape[-1], 5))
     ref = _reference_nchw(x, kernel, stride, padding)
     dy = jax.random.normal(kg, ref.shape)
+
+    def value_and_grads(f):  # f(x, kernel) and the gradients of <f, dy>, as one compiled program
+        def both(x, k):
+            return f(x, k), jax.grad(lambda x, k: jnp.vdot(f(x, k), dy), argnums=(0, 1))(x, k)
+        return jax.jit(both)(x, kernel)
+
+    _, (rx, rk) = value_and_grads(lambda x, k: _reference_nchw(x, k, stride, padding))
     for impl in (conv2d_patches, conv2d_native, lambda x, k, s, p: conv2d(x, k, stride=s, padding=p)):
-        out = impl(x, kernel, stride, padding)
+        out, (gx, gk) = value_and_grads(lambda x, k: impl(x, k, stride, padding))
         np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
-        gx, gk = jax.grad(lambda x, k: jnp.vdot(impl(x, k, stride, padding), dy), argnums=(0, 1))(x, kernel)
-        rx, rk = jax.grad(lambda x, k: jnp.vdot(_reference_nchw(x, k, stride, padding), dy), argnums=(0, 1))(x, kernel)
         np.testing.assert_allclose(gx, rx, atol=1e-4, rtol=1e-5)
         np.testing.assert_allclose(gk, rk, atol=1e-4, rtol=1e-5)
     # leading batch axes
@@ -179,14 +185,15 @@ def test_models_saved_with_the_channel_first_energies_load_and_agree():
     ref = np.load(os.path.join(DATA, "conv_nchw_v0_values.npz"))
     like = eb.EBM(ConvEnergy((1, 8, 8), channels=(4, 8, 8), key=jax.random.key(9)))
     model = eb.load(os.path.join(DATA, "conv_nchw_v0.eqx"), like=like)
-    np.testing.assert_allclose(model.energy_batch(ref["conv_x"]), ref["conv_energy"], atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(model.score_batch(ref["conv_x"]), ref["conv_score"], atol=1e-5, rtol=1e-5)
+    e, g = eqx.filter_jit(lambda m, x: (m.energy_batch(x), m.score_batch(x)))(model, ref["conv_x"])
+    np.testing.assert_allclose(e, ref["conv_energy"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(g, ref["conv_score"], atol=1e-5, rtol=1e-5)
     like = eb.EBM(NoiseConditionedConvEnergy((3, 6, 5), channels=(4, 8), spectral_norm=True, default_sigma=0.3,
                                              key=jax.random.key(9)))
     model = eb.load(os.path.join(DATA, "noise_conv_nchw_v0.eqx"), like=like)
-    energy = model.energy_module
-    e = jax.vmap(lambda x, s: energy(x, sigma=s))(ref["noise_x"], ref["noise_sigma"])
-    g = jax.vmap(jax.grad(lambda x, s: energy(x, sigma=s)))(ref["noise_x"], ref["noise_sigma"])
+    e, g = eqx.filter_jit(lambda f, x, s: (jax.vmap(lambda x, s: f(x, sigma=s))(x, s),
+                                           jax.vmap(jax.grad(lambda x, s: f(x, sigma=s)))(x, s)))(
+        model.energy_module, ref["noise_x"], ref["noise_sigma"])
     np.testing.assert_allclose(e, ref["noise_energy"], atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(g, ref["noise_score"], atol=1e-5, rtol=1e-5)
 

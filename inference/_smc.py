@@ -62,9 +62,27 @@ def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_st
     )
     k_start, k_run = jax.random.split(key)
     start = draw_start(target.base, num_particles, event_shape, k_start, chains_sharding)
-    state = smc.init(start)
     dtype = jnp.result_type(float)
-    state = state._replace(tempering_param=jnp.zeros((), dtype))
+    # Particles where p~ = 0 (an energy of +inf: outside a hard constraint) have zero weight
+    # at every b > 0, whatever the step, so no step from b = 0 keeps the ESS at target_ess:
+    # the solver crept up from b = 0 by steps of ~1e-38 for hundreds of steps, or never left
+    # it (and BlackJAX moves the particles at the old b, so at b = 0 they wander back out).
+    # With such particles the first step is taken here, to b = 1e-6: log Z gains the step's
+    # log mean weight (the fraction alive, to 1e-6), the dead particles are resampled away,
+    # and from b > 0 on the kernel never moves a particle outside. Without them nothing
+    # changes (b starts at 0; no key is drawn from k_run for it).
+    first = jnp.asarray(1e-6, dtype)
+    ratios = jax.vmap(target.log_ratio)(start)
+    dead, nan_at_start = ratios == -jnp.inf, jnp.any(jnp.isnan(ratios))  # NaN: reported, as in a step
+    log_w = jnp.where(dead | jnp.isnan(ratios), -jnp.inf, first * ratios)
+    any_dead = jnp.any(dead) & ~jnp.all(dead)
+    picks = blackjax.smc.resampling.systematic(jax.random.fold_in(k_start, 1), jax.nn.softmax(log_w), num_particles)
+    moved = jnp.where(any_dead, start[picks], start)
+    if chains_sharding is not None:
+        moved = jax.lax.with_sharding_constraint(moved, chains_sharding)
+    log_z_first = jnp.where(any_dead, jax.nn.logsumexp(log_w) - jnp.log(num_particles), 0.0).astype(dtype)
+    state = smc.init(moved)
+    state = state._replace(tempering_param=jnp.where(any_dead, first, 0.0).astype(dtype))
     buffers = (jnp.full(max_num_steps, jnp.nan, dtype), jnp.full(max_num_steps, jnp.nan, jnp.float32))
     log_w_final = jnp.zeros(num_particles, dtype)
 
@@ -84,8 +102,7 @@ def _one_run(target, kernel, num_particles, event_shape, target_ess, num_mcmc_st
         nan = jnp.isnan(info.log_likelihood_increment) | jnp.any(jnp.isnan(state.weights))
         return state, log_z, i + 1, k, (betas, acceptance), jnp.log(state.weights), nan
 
-    init = (state, jnp.zeros((), dtype), jnp.zeros((), jnp.int32), k_run, buffers, log_w_final,
-            jnp.asarray(False))
+    init = (state, log_z_first, jnp.zeros((), jnp.int32), k_run, buffers, log_w_final, nan_at_start)
     state, log_z, num_steps, _, (betas, acceptance), log_w_final, nan = jax.lax.while_loop(cond, body, init)
     return log_z, log_w_final, num_steps, state.tempering_param, betas, acceptance, nan, start, state.particles
 
@@ -119,6 +136,10 @@ class SMC(AbstractLogZEstimator):
         base: the start density (any NumPyro distribution over one example), or None.
         max_num_steps: a cap on tempering steps; if the inverse temperature has not
             reached 1 by then, ``estimate`` raises (raise the cap or lower ``target_ess``).
+
+    An energy of ``+inf`` is zero density (a hard constraint): start particles there are
+    dropped by a first step to ``b = 1e-6`` (``log Z`` gains its mean weight, the fraction
+    alive), after which the kernel never moves a particle outside.
 
     ``estimate`` returns a ``LogZEstimate`` whose ``log_weights`` are the runs' ``log Z``,
     ``ess`` the mean over runs of the final particle ESS, ``log_z_lower = log_z`` (a

@@ -148,6 +148,26 @@ def once_per_run(tmp_path_factory, worker_id):
     return get
 
 
+# ---- a function run where compiling is cheap no more: XLA's default level -------------
+@pytest.fixture
+def at_default_level():
+    """``at_default_level(path, function) -> result``: ``function()`` of the file ``path``
+    (a JSON-able result) in a fresh interpreter that compiles at XLA's default settings,
+    without the suite's flags: for the few tests bound by running, not by compiling. The
+    level-0 recovery fit (1500 steps of 150 Langevin steps each) takes 50 s at the suite's
+    LLVM level 0 and 9 s at the default level (the same results to 1e-7), plus 3 s to start."""
+
+    def run(path: str, function: str):
+        flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f not in SUITE_XLA_FLAGS)
+        code = f"import json, runpy; print('RESULT ' + json.dumps(runpy.run_path({str(path)!r})[{function!r}]()))"
+        proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, XLA_FLAGS=flags), capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
+
+    return run
+
+
 # ---- a script's command line, run in this process ---------------------------------------
 import runpy  # noqa: E402
 

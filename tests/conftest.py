@@ -148,7 +148,24 @@ def once_per_run(tmp_path_factory, worker_id):
     return get
 
 
-# ---- a function run where compiling is cheap no more: XLA's default level -------------
+# ---- a result computed in a fresh interpreter --------------------------------------------
+def _python_result(code: str, xla_flags: str, *, args: tuple = (), timeout: float = 600):
+    """Run ``python -c CODE ARGS`` on the CPU with ``XLA_FLAGS=xla_flags``; a non-zero exit
+    fails the test; returns the JSON the code printed on its line starting ``RESULT ``."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu"),
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
+
+
+@pytest.fixture
+def python_result():
+    """``python_result(code, xla_flags, args=(), timeout=600) -> result``: ``code`` run in a fresh
+    interpreter (for what needs its own process: a forced device count, other XLA flags),
+    which prints its JSON result on a line starting ``RESULT ``."""
+    return _python_result
+
+
 @pytest.fixture
 def at_default_level():
     """``at_default_level(path, function) -> result``: ``function()`` of the file ``path``
@@ -159,11 +176,8 @@ def at_default_level():
 
     def run(path: str, function: str):
         flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f not in SUITE_XLA_FLAGS)
-        code = f"import json, runpy; print('RESULT ' + json.dumps(runpy.run_path({str(path)!r})[{function!r}]()))"
-        proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, XLA_FLAGS=flags), capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
+        return _python_result(f"import json, runpy; print('RESULT ' + json.dumps(runpy.run_path({str(path)!r})"
+                              f"[{function!r}]()))", flags)
 
     return run
 

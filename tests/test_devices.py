@@ -3,11 +3,8 @@ device count is fixed when JAX starts): the same random numbers as one device an
 parameters to rounding, really sharded,
 checkpoints resume on another device count, bad devices refused."""
 
-import json
 import math
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -152,18 +149,10 @@ WORKER = textwrap.dedent(
 )
 
 
-def _run_on_eight_devices(d) -> dict:
-    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", WORKER, str(d / "run")], env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
-
-
 @pytest.fixture
-def eight_devices(once_per_run):
-    return once_per_run("eight-devices", _run_on_eight_devices)[1]
+def eight_devices(once_per_run, python_result):
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    return once_per_run("eight-devices", lambda d: python_result(WORKER, flags, args=(str(d / "run"),), timeout=900))[1]
 
 
 # float32 reassociation of the gradient mean over 8 shards: differences of a few ulps per

@@ -2,10 +2,7 @@
 persistent or replay-buffer chains' step size toward a target acceptance, carried in the
 strategy state through ``fit`` (one compile, exact resume, replicated over devices)."""
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import equinox as eqx
@@ -182,11 +179,8 @@ WORKER = textwrap.dedent(
 
 
 @pytest.mark.slow  # a subprocess with 2 host devices
-def test_two_devices_adapt_the_same_step_as_one():
-    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
+def test_two_devices_adapt_the_same_step_as_one(python_result):
+    out = python_result(WORKER, os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
     assert out["replicated"] and out["chains_split"]
     # The acceptance is the mean over both devices' chains (float reassociation only), so
     # both copies make the same update; 20 updates keep the difference at float32 rounding.

@@ -6,17 +6,22 @@ import tempfile
 
 # ---- the suite's XLA settings: set before JAX starts, inherited by every subprocess ------
 # Compilation, not running, is most of the suite's time, and the tests' programs are small.
-# Three XLA flags compile them faster (two PCD fits of an MLP of width 128, the second with
-# a fresh optimizer, on a busy 2-core machine: 8.2-8.9 s of XLA compilation at the defaults,
-# 5.8-6.0 s with the first flag, 2.4-2.9 s with the first two; the whole suite took 25 min
-# before these flags and the cache below, 12.5-17 min with the first two, 10.75-13.5 min
-# with all three and the smoke runs in the workers, see run_script):
+# Three XLA flags compile them faster, and a fourth runs them with less contention (two
+# PCD fits of an MLP of width 128, the second with a fresh optimizer, on a busy 2-core
+# machine: 8.2-8.9 s of XLA compilation at the defaults, 5.8-6.0 s with the first flag,
+# 2.4-2.9 s with the first two; the whole suite took 25 min before these flags and the
+# cache below, 12.5-17 min with the first two, 10.75-13.5 min with all three and the smoke
+# runs in the workers, see run_script):
 # - LLVM's optimisation level 0; an MLP then runs up to 2x slower and a convolution up to
 #   4x (the few tests that train for long keep their nets small);
 # - XLA:CPU's loop emitters instead of its MLIR fusion emitters (same running speed);
 # - one LLVM module per program instead of split ones compiled in parallel: on two
 #   cores shared by two workers the split only adds work (an MLP and a conv fit, one
-#   process: 3.5-3.9 s of XLA compilation instead of 4.2-5.4 s).
+#   process: 3.5-3.9 s of XLA compilation instead of 4.2-5.4 s);
+# - Eigen's matrix products and convolutions on one thread: two workers share two cores,
+#   and two thread pools per core compete instead (six test files, 188 tests, two workers,
+#   two interleaved pairs: 201 and 210 s, 350 and 370 CPU s, against 207 and 225 s, 365
+#   and 389 CPU s with the pools).
 # And one compilation cache for the whole run, in a temporary folder: a program a test
 # compiles again (a fresh optax optimizer, another worker, a subprocess, a worker that
 # freed its programs, see _room_for_compiled_programs) is read back instead. A size limit
@@ -29,7 +34,7 @@ import tempfile
 # subprocess tries the flags first and the suite runs without the ones it refuses. A test
 # that sets XLA_FLAGS for a subprocess appends to this value.
 SUITE_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false",
-                   "--xla_cpu_parallel_codegen_split_count=1")
+                   "--xla_cpu_parallel_codegen_split_count=1", "--xla_cpu_multi_thread_eigen=false")
 _OWN_CACHE = None
 if "DECLEBM_TESTS_XLA_SET" not in os.environ:
     def _jax_starts_with(flags):
@@ -68,6 +73,8 @@ import collections  # noqa: E402
 import types  # noqa: E402
 
 import pytest  # noqa: E402
+
+import jax  # noqa: E402
 
 import declebm as eb  # noqa: E402
 
@@ -115,9 +122,25 @@ def _room_for_compiled_programs():
     memory mappings of its own; at Linux's cap (vm.max_map_count, 65530) the next compilation
     kills the worker (at stop 29, one worker of every full run segfaulted inside XLA
     compilation). Between tests, past half the cap, the compiled
-    programs are freed, below the 75% at which fit and sample do it with a warning."""
+    programs are freed, below the 75% at which fit and sample do it with a warning.
+    Reading /proc/self/maps takes 15-30 ms at 20,000-30,000 mappings, so it is read only
+    after 20 new programs (JAX's compile event, counted below) or 50 tests."""
     yield
-    make_room_for_programs(0.5, warn=False)
+    _PROGRAMS["tests"] += 1
+    if _PROGRAMS["made"] >= 20 or _PROGRAMS["tests"] >= 50:
+        _PROGRAMS.clear()
+        make_room_for_programs(0.5, warn=False)
+
+
+_PROGRAMS = collections.Counter()  # executables made (compiled or read from the cache) and tests since the last look
+
+
+def _count_programs(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+        _PROGRAMS["made"] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_programs)
 
 
 # ---- an expensive result computed once per run, whichever worker asks first ------------

@@ -115,23 +115,6 @@ def trace_counts():
 # ---- room for compiled programs in a pytest worker ---------------------------------------
 from declebm._programs import make_room_for_programs  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _room_for_compiled_programs():
-    """A pytest worker compiles thousands of programs, and XLA:CPU keeps each one's code in
-    memory mappings of its own; at Linux's cap (vm.max_map_count, 65530) the next compilation
-    kills the worker (at stop 29, one worker of every full run segfaulted inside XLA
-    compilation). Between tests, past half the cap, the compiled
-    programs are freed, below the 75% at which fit and sample do it with a warning.
-    Reading /proc/self/maps takes 27 ms at 30,000 mappings (measured), so it is read only
-    after 20 new programs (JAX's compile event, counted below) or 50 tests."""
-    yield
-    _PROGRAMS["tests"] += 1
-    if _PROGRAMS["made"] >= 20 or _PROGRAMS["tests"] >= 50:
-        _PROGRAMS.clear()
-        make_room_for_programs(0.5, warn=False)
-
-
 _PROGRAMS = collections.Counter()  # executables made (compiled or read from the cache) and tests since the last look
 
 
@@ -141,6 +124,22 @@ def _count_programs(event, duration, **kwargs):
 
 
 jax.monitoring.register_event_duration_secs_listener(_count_programs)
+
+
+@pytest.fixture(autouse=True)
+def _room_for_compiled_programs():
+    """A pytest worker compiles thousands of programs, and XLA:CPU keeps each one's code in
+    memory mappings of its own; at Linux's cap (vm.max_map_count, 65530) the next compilation
+    kills the worker (at stop 29, one worker of every full run segfaulted inside XLA
+    compilation). Between tests, past half the cap, the compiled
+    programs are freed, below the 75% at which fit and sample do it with a warning.
+    Reading /proc/self/maps takes 27 ms at 30,000 mappings (measured), so it is read only
+    after 20 new programs (JAX's compile event, counted above) or 50 tests."""
+    yield
+    _PROGRAMS["tests"] += 1
+    if _PROGRAMS["made"] >= 20 or _PROGRAMS["tests"] >= 50:
+        _PROGRAMS.clear()
+        make_room_for_programs(0.5, warn=False)
 
 
 # ---- an expensive result computed once per run, whichever worker asks first ------------

@@ -43,7 +43,6 @@ def test_smc_mixture_log_z():
     assert 500 < float(est.ess) <= 1000
 
 
-@pytest.mark.slow
 class _HalfPlaneQuadratic(eqx.Module):
     """E = |x|^2 / 2 for x_0 >= 0, +inf (zero density) elsewhere: log Z = log pi."""
 
@@ -52,6 +51,7 @@ class _HalfPlaneQuadratic(eqx.Module):
 
 
 @pytest.mark.parametrize("pilot", [False, True])
+@pytest.mark.slow
 def test_smc_leaves_zero_density_at_once(pilot):
     # Half of the start's particles lie where p~ = 0. The first step drops them (log Z gains
     # the fraction alive) and moves on from b = 1e-6: before, the ESS solver crept up from
@@ -68,6 +68,7 @@ def test_smc_leaves_zero_density_at_once(pilot):
     assert np.all(schedule[:, 0] > 1e-6)  # the first recorded b is after the step taken here
 
 
+@pytest.mark.slow
 def test_smc_raises_when_tempering_does_not_finish():
     smc = SMC(num_particles=64, target_ess=0.99, kernel=MALA(step_size=0.3), num_mcmc_steps=1, num_runs=1, max_num_steps=2)
     with pytest.raises(RuntimeError, match="max_num_steps"):

@@ -78,6 +78,15 @@ import jax  # noqa: E402
 
 import declebm as eb  # noqa: E402
 
+# The workers lower their programs without Shardy, JAX's default partitioner. A worker has
+# one CPU device, so its programs are never partitioned, but Shardy's passes run on every
+# one of them (import and export around XLA's compilation). A compile benchmark (PCD and DSM
+# fits of an MLP, a conv PCD fit, AIS and SMC on a 10-D MLP; one process, two interleaved
+# pairs): 18.5 and 17.2 s without, 20.5 and 19.6 s with (22.7 and 21.9 CPU s against 25.3
+# and 24.8). Only the worker is set, not the environment: every test that runs on several
+# devices (a forced device count, jax.distributed) runs in a subprocess, on the default.
+jax.config.update("jax_use_shardy_partitioner", False)
+
 _TRACES: collections.Counter = collections.Counter()
 
 

@@ -80,7 +80,7 @@ import declebm as eb  # noqa: E402
 
 # The workers lower their programs without Shardy, JAX's default partitioner. A worker has
 # one CPU device, so its programs are never partitioned, but Shardy's passes run on every
-# one of them (import and export around XLA's compilation). A compile benchmark (PCD and DSM
+# one of them. A compile benchmark (PCD and DSM
 # fits of an MLP, a conv PCD fit, AIS and SMC on a 10-D MLP; one process, two interleaved
 # pairs): 18.5 and 17.2 s without, 20.5 and 19.6 s with (22.7 and 21.9 CPU s against 25.3
 # and 24.8). Five test files (log Z accuracy, SMC, AIS, NCE, conv; 77 tests; two workers; two

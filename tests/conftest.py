@@ -79,14 +79,15 @@ import jax  # noqa: E402
 import declebm as eb  # noqa: E402
 
 # The workers lower their programs without Shardy, JAX's default partitioner. A worker has
-# one CPU device, so its programs are never partitioned, but Shardy's passes run on every
-# one of them. A compile benchmark (PCD and DSM
+# one CPU device, so none of its programs is ever partitioned, yet with Shardy on its
+# dialect and passes still run on every program lowered. A compile benchmark (PCD and DSM
 # fits of an MLP, a conv PCD fit, AIS and SMC on a 10-D MLP; one process, two interleaved
 # pairs): 18.5 and 17.2 s without, 20.5 and 19.6 s with (22.7 and 21.9 CPU s against 25.3
-# and 24.8). Five test files (log Z accuracy, SMC, AIS, NCE, conv; 77 tests; two workers; two
-# interleaved pairs): 139 and 126 s without, 156 and 149 s with (260 and 233 CPU s against
-# 291 and 278). Only the worker is set, not the environment: every test that runs on several
-# devices (a forced device count, jax.distributed) runs in a subprocess, on the default.
+# and 24.8). Five test files (log Z accuracy, SMC, AIS, NCE, conv; 77 tests; two workers;
+# two interleaved pairs): 139 and 126 s without, 156 and 149 s with (260 and 233 CPU s
+# against 291 and 278). Only the worker is set, not the environment: every test that runs
+# on several devices (a forced device count, jax.distributed) runs in a subprocess, on the
+# default.
 jax.config.update("jax_use_shardy_partitioner", False)
 
 _TRACES: collections.Counter = collections.Counter()

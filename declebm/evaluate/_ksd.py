@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
@@ -40,6 +41,13 @@ def _stein_kernel_matrix(x: Array, s: Array, c: Array, beta: Array) -> Array:
     grad_term = 2.0 * beta * u ** (beta - 1.0) * (sj_r - si_r)
     trace = -2.0 * beta * d * u ** (beta - 1.0) - 4.0 * beta * (beta - 1.0) * u ** (beta - 2.0) * sq
     return k * sx_sy + grad_term + trace
+
+
+@eqx.filter_jit
+def _scores(model: Any, x: Array, kwargs: dict[str, Any]) -> Array:
+    """``model.score_batch(x, **kwargs)`` as one program: called op by op, the gradient of
+    a convolutional energy ran some 75 small programs, each compiled for the shape."""
+    return model.score_batch(x, **kwargs)
 
 
 def ksd(
@@ -91,7 +99,7 @@ def ksd(
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"samples: the KSD needs at least 2 samples, got {n}")
-    s = model.score_batch(x, **kwargs)
+    s = _scores(model, x, kwargs)
     kp = _stein_kernel_matrix(
         x.reshape(n, -1), s.reshape(n, -1), jnp.asarray(c, jnp.float32), jnp.asarray(beta, jnp.float32)
     )

@@ -1,10 +1,10 @@
 """Every ```python block of README.md runs, as written, in order, in one namespace.
 
 The blocks read as one session (a later block uses the ``model``, ``data``, ``key`` and
-``result`` of an earlier one), so they run one after the other in a fresh interpreter
-(a subprocess whose working folder is a temporary one: the files a block writes, such as
+``result`` of an earlier one), so they run one after the other in one namespace, in the
+test's process, in a temporary working folder (the files a block writes, such as
 ``model.eqx`` or ``runs/pcd``, land there). A block that raises fails the test with its
-number, its first README line and the traceback.
+README line and the traceback.
 
 Sizes are shrunk so that the whole README runs in about a minute; only these literal
 keyword values change, by the rules in ``SHRINK`` (each rule must still match the README,
@@ -23,12 +23,11 @@ empty: every block runs.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
 import sys
 import textwrap
+import traceback
 
 import pytest
 
@@ -93,43 +92,39 @@ def test_every_shrink_rule_still_matches_and_nothing_runs_at_full_size():
     assert set(NOT_RUN) <= firsts, f"NOT_RUN names blocks the README no longer has: {set(NOT_RUN) - firsts}"
 
 
-# Runs the blocks given as JSON [[line, source], ...] in one namespace, in order.
-_DRIVER = r"""
-import json, sys, traceback
-blocks = json.loads(sys.argv[1])
-namespace = {"__name__": "__readme__"}
-for line, source in blocks:
-    print(f"--- README.md block at line {line}", flush=True)
+def run_blocks(blocks: list[tuple[int, str]], namespace: dict | None = None) -> None:
+    """Run ``[(line, source), ...]`` in one namespace, in order, in this process; the first
+    block that raises fails with its README line and the traceback."""
+    namespace = {"__name__": "__readme__"} if namespace is None else namespace
+    for line, source in blocks:
+        try:
+            exec(compile(source, f"README.md:{line}", "exec", dont_inherit=True), namespace)  # no __future__ of this file
+        except BaseException:
+            pytest.fail(f"the README block at line {line} raised:\n{traceback.format_exc()[-5000:]}")
+
+
+@pytest.mark.slow  # every block, in order (about half a minute on two cores)
+def test_every_readme_python_block_runs(tmp_path, monkeypatch):
+    # In the test's process, as the examples' smoke runs (conftest's run_script): a fresh
+    # interpreter cost 3.5 s to start and compiled every small program again. The files a
+    # block writes land in tmp_path; figures are closed afterwards.
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.chdir(tmp_path)
+    runs = [(line, shrink(source)[0]) for line, source in _blocks() if source.splitlines()[0] not in NOT_RUN]
     try:
-        exec(compile(source, f"README.md:{line}", "exec"), namespace)
-    except BaseException:
-        traceback.print_exc()
-        print(f"FAILED: the README block at line {line}", flush=True)
-        sys.exit(1)
-print("ALL BLOCKS RAN", flush=True)
-"""
-
-
-@pytest.mark.slow  # one subprocess running every block (about a minute on two cores)
-def test_every_readme_python_block_runs(tmp_path):
-    runs = []
-    for line, source in _blocks():
-        if source.splitlines()[0] in NOT_RUN:
-            continue
-        runs.append([line, shrink(source)[0]])
-    env = dict(os.environ, MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(runs)], cwd=str(tmp_path), env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0 and "ALL BLOCKS RAN" in proc.stdout, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        run_blocks(runs)
+    finally:
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
 
 
 def test_a_broken_block_fails_the_run_naming_its_line():
-    """The driver stops at the first block that raises and names its README line."""
-    runs = [[10, "x = 1"], [20, "x.missing_attribute"], [30, "raise SystemExit(0)"]]
-    proc = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(runs)], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 1 and "FAILED: the README block at line 20" in proc.stdout
-    assert "AttributeError" in proc.stderr and "ALL BLOCKS RAN" not in proc.stdout
+    """The run stops at the first block that raises and names its README line."""
+    namespace = {"ran": []}
+    blocks = [(10, "ran.append(10)"), (20, "x.missing_attribute"), (30, "ran.append(30)")]
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)README block at line 20 raised.*NameError"):
+        run_blocks(blocks, namespace)
+    assert namespace["ran"] == [10]
 
 
 # ---- ARCHITECTURE.md's statements of the API, checked against the code ----------------------

@@ -143,15 +143,19 @@ def _room_for_compiled_programs():
     """A pytest worker compiles thousands of programs, and XLA:CPU keeps each one's code in
     memory mappings of its own; at Linux's cap (vm.max_map_count, 65530) the next compilation
     kills the worker (at stop 29, one worker of every full run segfaulted inside XLA
-    compilation). Between tests, past half the cap, the compiled
-    programs are freed, below the 75% at which fit and sample do it with a warning.
-    Reading /proc/self/maps takes 27 ms at 30,000 mappings (measured), so it is read only
-    after 20 new programs (JAX's compile event, counted above) or 50 tests."""
+    compilation). Between tests, past 65% of the cap, the compiled programs are freed,
+    below the 75% at which fit and sample do it with a warning. Freeing is not free: 5-7 s
+    to unmap some 30,000 mappings (measured), and the worker's later tests compile their
+    small programs again; at half the cap it happened about once a run. The 35% left (some
+    23,000 mappings) is four times what the largest test makes (the images example's smoke
+    runs: 5,400 in a fresh process). Reading /proc/self/maps takes 27 ms at 30,000
+    mappings (measured), so it is read only after 20 new programs (JAX's compile event,
+    counted above) or 50 tests."""
     yield
     _PROGRAMS["tests"] += 1
     if _PROGRAMS["made"] >= 20 or _PROGRAMS["tests"] >= 50:
         _PROGRAMS.clear()
-        make_room_for_programs(0.5, warn=False)
+        make_room_for_programs(0.65, warn=False)
 
 
 # ---- an expensive result computed once per run, whichever worker asks first ------------

@@ -1,6 +1,8 @@
 """Room for compiled programs: past a fraction of Linux's cap on memory mappings, JAX's
 compiled programs are freed (declebm/_programs.py)."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,8 +15,7 @@ from declebm.models import MLPEnergy
 
 pytestmark = [
     pytest.mark.skipif(programs.memory_maps() is None, reason="/proc tells the mappings on Linux only"),
-    # They free every compiled program of the worker, which the tests after them compile again.
-    pytest.mark.slow,
+    pytest.mark.slow,  # a subprocess
 ]
 
 
@@ -26,7 +27,7 @@ def _compiled_programs(n):
     return fs
 
 
-def test_programs_are_freed_past_the_fraction_and_kept_below_it():
+def _check_freed():
     fs = _compiled_programs(40)
     held, cap = programs.memory_maps()
     assert 0 < held < cap
@@ -45,9 +46,9 @@ def test_programs_are_freed_past_the_fraction_and_kept_below_it():
                                                                  + jnp.cumsum(x, 0)[:, :1] * 3)(jnp.ones((7, 7))))
 
 
-def test_fit_and_sample_make_room_before_they_compile(monkeypatch):
+def _check_fit_and_sample():
     f = _compiled_programs(1)[0]
-    monkeypatch.setattr(programs, "FIT_FRACTION", 0.0)  # as if the process were at the cap
+    programs.FIT_FRACTION = 0.0  # as if the process were at the cap (a process of its own)
     data = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
     model = eb.EBM(MLPEnergy(2, 8, 1, key=jax.random.key(0)))
     with pytest.warns(RuntimeWarning, match="memory mappings") as caught:
@@ -60,3 +61,34 @@ def test_fit_and_sample_make_room_before_they_compile(monkeypatch):
         x = eb.sample(r.model, Langevin(0.05), key=jax.random.key(2), num_samples=8, num_steps=3)
     assert f._cache_size() == 0 and x.shape == (8, 2)
     assert any(w.filename == __file__ for w in caught)
+
+
+# The checks free every compiled program of their process: in a pytest worker that took 10 s
+# (some 30,000 memory mappings to unmap) and the worker's later tests compiled their small
+# programs again. They run in a fresh interpreter of their own (with the suite's flags),
+# once per suite run, and each test reads its check's outcome.
+_RUN_CHECKS = """
+import json, runpy, sys, traceback
+ns, out = runpy.run_path(sys.argv[1]), {}
+for name in ("_check_freed", "_check_fit_and_sample"):
+    try:
+        ns[name]()
+        out[name] = "ok"
+    except BaseException:
+        out[name] = traceback.format_exc()[-3000:]
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.fixture
+def checks(once_per_run, python_result):
+    flags = os.environ.get("XLA_FLAGS", "")
+    return once_per_run("programs-checks", lambda folder: python_result(_RUN_CHECKS, flags, args=(__file__,)))[1]
+
+
+def test_programs_are_freed_past_the_fraction_and_kept_below_it(checks):
+    assert checks["_check_freed"] == "ok", checks["_check_freed"]
+
+
+def test_fit_and_sample_make_room_before_they_compile(checks):
+    assert checks["_check_fit_and_sample"] == "ok", checks["_check_fit_and_sample"]

@@ -74,7 +74,7 @@ def test_bad_input():
 
 def test_the_scores_are_one_compiled_program():
     # ksd on a convolutional energy: the scores (a vmapped gradient) as one program, not op by
-    # op (some 75 small programs, each compiled for the shape, before).
+    # op (47 small programs for this energy, each compiled for the shape, before).
     from declebm.models import ConvEnergy
 
     model = eb.EBM(ConvEnergy((5, 5, 1), channels=(2,), key=jax.random.key(0)))

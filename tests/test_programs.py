@@ -63,8 +63,8 @@ def _check_fit_and_sample():
     assert any(w.filename == __file__ for w in caught)
 
 
-# The checks free every compiled program of their process: in a pytest worker that took 10 s
-# (some 30,000 memory mappings to unmap) and the worker's later tests compiled their small
+# The checks free every compiled program of their process: in a pytest worker the first took
+# 11.8 s (some 30,000 memory mappings to unmap) and the worker's later tests compiled their small
 # programs again. They run in a fresh interpreter of their own (with the suite's flags),
 # once per suite run, and each test reads its check's outcome.
 _RUN_CHECKS = """

@@ -46,7 +46,7 @@ def _stein_kernel_matrix(x: Array, s: Array, c: Array, beta: Array) -> Array:
 @eqx.filter_jit
 def _scores(model: Any, x: Array, kwargs: dict[str, Any]) -> Array:
     """``model.score_batch(x, **kwargs)`` as one program: called op by op, the gradient of
-    a convolutional energy ran some 75 small programs, each compiled for the shape."""
+    a convolutional energy ran some 50-75 small programs, each compiled for the shape."""
     return model.score_batch(x, **kwargs)
 
 

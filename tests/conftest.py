@@ -70,6 +70,7 @@ os.environ["PYTHONSAFEPATH"] = "1"
 
 # ---- counting traces: one strategy wrapper for every "fit compiles once" test ----------
 import collections  # noqa: E402
+import contextlib  # noqa: E402
 import types  # noqa: E402
 
 import pytest  # noqa: E402
@@ -137,6 +138,27 @@ def _count_programs(event, duration, **kwargs):
 
 jax.monitoring.register_event_duration_secs_listener(_count_programs)
 
+
+
+@pytest.fixture
+def programs_compiled():
+    """``with programs_compiled() as made: ...``: ``len(made)`` is the number of programs XLA
+    compiled inside the block (JAX's compile event; one read back from the cache is not one)."""
+    @contextlib.contextmanager
+    def count():
+        made = []
+
+        def listener(event, duration, **kwargs):
+            if event == "/jax/core/compile/backend_compile_duration":
+                made.append(duration)
+
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            yield made
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
+
+    return count
 
 @pytest.fixture(autouse=True)
 def _room_for_compiled_programs():

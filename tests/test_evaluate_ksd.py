@@ -72,23 +72,14 @@ def test_bad_input():
         ksd("nope", y)
 
 
-def test_the_scores_are_one_compiled_program():
+def test_the_scores_are_one_compiled_program(programs_compiled):
     # ksd on a convolutional energy: the scores (a vmapped gradient) as one program, not op by
     # op (47 small programs for this energy, each compiled for the shape, before).
     from declebm.models import ConvEnergy
 
     model = eb.EBM(ConvEnergy((5, 5, 1), channels=(2,), key=jax.random.key(0)))
     x = jax.random.normal(jax.random.key(1), (6, 5, 5, 1))
-    made = []
-
-    def listener(event, duration, **kwargs):
-        if event.endswith("backend_compile_duration"):
-            made.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with programs_compiled() as made:
         value = ksd(model, x)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert np.isfinite(float(value))
     assert len(made) <= 12, len(made)

@@ -79,21 +79,16 @@ def test_default_noise_is_fitted_gaussian():
     assert NCE().init(model, img, jax.random.key(4)).noise.event_shape == (2, 3)
 
 
-def test_the_fitted_noise_is_built_without_numpyro_validation():
+def test_the_fitted_noise_is_built_without_numpyro_validation(programs_compiled):
     # Its arguments are valid by construction; NumPyro's validation (on by default) ran some
     # 40 small programs per new data shape, each compiled (82 programs for this shape's
     # construction and log_prob with it, 35 without).
     from declebm.inference._nce import _fitted_gaussian
 
-    made = []
-    listener = lambda event, duration, **kw: made.append(event) if event.endswith("backend_compile_duration") else None
     x = jax.random.normal(jax.random.key(0), (37, 7))
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with programs_compiled() as made:
         noise = _fitted_gaussian(x)
         noise.log_prob(x)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert noise._validate_args is False
     assert len(made) <= 40, len(made)
     image_noise = _fitted_gaussian(jax.random.normal(jax.random.key(1), (9, 2, 3)))

@@ -70,7 +70,6 @@ os.environ["PYTHONSAFEPATH"] = "1"
 
 # ---- counting traces: one strategy wrapper for every "fit compiles once" test ----------
 import collections  # noqa: E402
-import contextlib  # noqa: E402
 import types  # noqa: E402
 
 import pytest  # noqa: E402
@@ -140,25 +139,27 @@ jax.monitoring.register_event_duration_secs_listener(_count_programs)
 
 
 
+class _ProgramsIn:
+    """A block's count of programs made (the counter above): ``len()`` of it, after the block."""
+
+    def __enter__(self):
+        self.start, self.end = _PROGRAMS["made"], None
+        return self
+
+    def __exit__(self, *exc):
+        self.end = _PROGRAMS["made"]
+
+    def __len__(self):
+        return (_PROGRAMS["made"] if self.end is None else self.end) - self.start
+
+
 @pytest.fixture
 def programs_compiled():
     """``with programs_compiled() as made: ...``: ``len(made)`` is the number of programs XLA
-    compiled inside the block (JAX's compile event; one read back from the cache is not one)."""
-    @contextlib.contextmanager
-    def count():
-        made = []
+    compiled inside the block (JAX's compile event, counted above; one read back from the
+    cache is not one). The counter is reset only between tests."""
+    return _ProgramsIn
 
-        def listener(event, duration, **kwargs):
-            if event == "/jax/core/compile/backend_compile_duration":
-                made.append(duration)
-
-        jax.monitoring.register_event_duration_secs_listener(listener)
-        try:
-            yield made
-        finally:
-            jax.monitoring.unregister_event_duration_listener(listener)
-
-    return count
 
 @pytest.fixture(autouse=True)
 def _room_for_compiled_programs():

@@ -138,7 +138,6 @@ def _count_programs(event, duration, **kwargs):
 jax.monitoring.register_event_duration_secs_listener(_count_programs)
 
 
-
 class _ProgramsIn:
     """A block's count of programs made (the counter above): ``len()`` of it, after the block."""
 
